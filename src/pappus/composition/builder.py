@@ -1,226 +1,267 @@
-"""Validation of parsed modules into executable composition graphs (Dandelion's builder).
+"""Validation of parsed modules into composition graphs (Dandelion's composition builder).
 
-Errors are :class:`pappus.errors.CompositionInvalid` with Dandelion's error
-name in ``kind`` and the offending source position.
+Items are processed in source order. A ``function`` declaration must name a
+registered function, system function or previously *registered* composition
+and repeat its set names exactly; a composition defined earlier in the same
+module is not visible to later ones (as in Dandelion). Every rule broken
+raises :class:`pappus.errors.CompositionInvalid` whose ``kind`` is
+Dandelion's error name and whose ``line``/``column``/``excerpt`` point at the
+offending name.
+
+Where pappus is stricter than Dandelion (each of these is silently accepted
+there, with a surprising result at run time):
+
+* a composition listing the same output set twice → ``DuplicateSetName``;
+* a statement binding the same parameter twice, or assigning the same result
+  to two sets → ``InvalidFunctionApplication``;
+* a ``by`` clause with a single name is validated (Dandelion ignores it), and
+  naming a parameter the statement leaves unbound → ``InvalidJoinSharding``.
+
+``cross`` inside ``by`` means a cartesian product (Dandelion panics), and
+join kinds always line up with the parameters they join.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from pappus.composition.parser import excerpt, parse_module
-from pappus.composition.syntax import (
+from pappus.composition.ast import (
     Application,
     CompositionDef,
     FunctionDecl,
     JoinKind,
+    Name,
     Position,
     Sharding,
 )
+from pappus.composition.graph import Binding, CompositionGraph, JoinPlan, Signature, Statement
+from pappus.composition.parser import excerpt, parse_module
 from pappus.errors import CompositionInvalid
 
-
-@dataclass(frozen=True, slots=True)
-class Signature:
-    """The set names of a registered function or composition."""
-
-    name: str
-    input_sets: tuple[str, ...]
-    output_sets: tuple[str, ...]
-    min_set_bytes: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Binding:
-    """One function parameter bound to a composition set."""
-
-    param_index: int
-    set_id: int
-    sharding: Sharding
-    optional: bool
-
-
-@dataclass(frozen=True, slots=True)
-class JoinPlan:
-    """Keyed parameters (by index) joined left to right with ``kinds`` (``len(order)-1``)."""
-
-    order: tuple[int, ...]
-    kinds: tuple[JoinKind, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """A validated function application."""
-
-    function: str
-    param_count: int
-    bindings: tuple[Binding, ...]
-    outputs: tuple[tuple[int, int], ...]
-    """(function result index, composition set id) pairs."""
-    join: JoinPlan
-
-
-@dataclass(frozen=True, slots=True)
-class CompositionGraph:
-    """An executable composition: sets are numbered; inputs are ids ``0..len(input_sets)-1``."""
-
-    name: str
-    input_sets: tuple[str, ...]
-    output_sets: tuple[str, ...]
-    set_names: tuple[str, ...]
-    output_ids: tuple[int, ...]
-    statements: tuple[Statement, ...]
-    dependencies: frozenset[str]
-
-    @property
-    def signature(self) -> Signature:
-        """How enclosing compositions see this one."""
-        return Signature(self.name, self.input_sets, self.output_sets)
-
-
 Lookup = Callable[[str], Signature | None]
+"""The registry as the builder sees it: a name → its registered signature, or ``None``."""
+
+
+class _Checker:
+    """Raises located :class:`CompositionInvalid` errors for one source text."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, kind: str, where: Position | Name, message: str) -> CompositionInvalid:
+        position = where.position if isinstance(where, Name) else where
+        return CompositionInvalid(
+            f"line {position.line}, column {position.column}: {message}",
+            kind=kind, line=position.line, column=position.column,
+            excerpt=excerpt(self.source, position.line, position.column),
+        )
 
 
 def build_compositions(source: str, lookup: Lookup) -> list[CompositionGraph]:
-    """Parse and validate every composition of ``source`` against the registry ``lookup``."""
+    """Parse ``source`` and validate every composition in it against ``lookup``.
+
+    Returns the compositions in source order. Raises
+    :class:`~pappus.errors.CompositionSyntaxError` if the text does not
+    parse and :class:`~pappus.errors.CompositionInvalid` if it breaks a rule.
+    """
     module = parse_module(source)
-    declared: dict[str, FunctionDecl] = {}
+    check = _Checker(source)
+    declared: dict[str, Signature] = {}
     graphs: list[CompositionGraph] = []
     seen: set[str] = set()
     for item in module.items:
         if isinstance(item, FunctionDecl):
-            _check_declaration(source, item, lookup)
-            declared[item.name] = item
-        else:
-            if item.name in seen or lookup(item.name) is not None:
-                raise _invalid(source, item.position, "DuplicateIdentifier",
-                               f"{item.name!r} is already defined")
-            seen.add(item.name)
-            graphs.append(_build(source, item, declared))
+            declared[item.name.text] = _check_declaration(check, item, lookup)
+            continue
+        name = item.name.text
+        if name in seen or lookup(name) is not None:
+            raise check.fail("DuplicateIdentifier", item.name,
+                             f"the name {name!r} is already taken by a registered function, "
+                             "composition or an earlier composition of this module")
+        seen.add(name)
+        graphs.append(_build(check, item, declared))
     return graphs
 
 
-def _invalid(source: str, position: Position, kind: str, message: str) -> CompositionInvalid:
-    return CompositionInvalid(
-        f"{message} (line {position.line}, column {position.column})",
-        kind=kind, line=position.line, column=position.column,
-        excerpt=excerpt(source, position.line, position.column),
-    )
-
-
-def _check_declaration(source: str, decl: FunctionDecl, lookup: Lookup) -> None:
-    registered = lookup(decl.name)
+def _check_declaration(check: _Checker, decl: FunctionDecl, lookup: Lookup) -> Signature:
+    name = decl.name.text
+    registered = lookup(name)
     if registered is None:
-        raise _invalid(source, decl.position, "InvalidFunctionDeclaration",
-                       f"function {decl.name!r} is declared but not registered")
-    if (decl.params, decl.returns) != (registered.input_sets, registered.output_sets):
-        raise _invalid(
-            source, decl.position, "InvalidFunctionDeclaration",
-            f"declaration {decl.name} ({', '.join(decl.params)}) => ({', '.join(decl.returns)})"
-            f" does not match the registered sets ({', '.join(registered.input_sets)}) => "
-            f"({', '.join(registered.output_sets)})",
+        raise check.fail("InvalidFunctionDeclaration", decl.name,
+                         f"function {name!r} is declared but not registered; register it "
+                         "first (a composition defined in this module cannot be declared)")
+    if (decl.param_names, decl.return_names) != (registered.input_sets, registered.output_sets):
+        raise check.fail(
+            "InvalidFunctionDeclaration", decl.name,
+            f"declaration {_shape(name, decl.param_names, decl.return_names)} does not match "
+            f"the registered {_shape(name, registered.input_sets, registered.output_sets)}: "
+            "set names, order and count must be the same",
         )
+    return registered
 
 
-def _build(source: str, comp: CompositionDef, declared: dict[str, FunctionDecl]
+def _shape(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> str:
+    return f"{name} ({', '.join(inputs)}) => ({', '.join(outputs)})"
+
+
+def _build(check: _Checker, comp: CompositionDef, declared: dict[str, Signature]
            ) -> CompositionGraph:
-    ids: dict[str, int] = {}
-    for name in comp.params:
-        if name in ids:
-            raise _invalid(source, comp.position, "DuplicateSetName",
-                           f"input set {name!r} is listed twice")
-        ids[name] = len(ids)
-    returns: set[str] = set()
-    for name in comp.returns:
-        if name in returns:
-            raise _invalid(source, comp.position, "DuplicateSetName",
-                           f"output set {name!r} is listed twice")
-        returns.add(name)
-        if name not in ids:
-            ids[name] = len(ids)
-    # Every statement output defines a fresh set, except composition outputs,
-    # which several statements may produce.
-    for statement in comp.statements:
-        for out in statement.outputs:
-            if out.set_name in returns:
-                continue
-            if out.set_name in ids:
-                raise _invalid(source, out.position, "DuplicateSetName",
-                               f"set {out.set_name!r} is already defined")
-            ids[out.set_name] = len(ids)
-    statements = tuple(_statement(source, s, declared, ids) for s in comp.statements)
+    ids = _number_sets(check, comp)
+    statements = tuple(_statement(check, app, declared, ids) for app in comp.statements)
     names = [""] * len(ids)
-    for name, set_id in ids.items():
-        names[set_id] = name
+    for set_name, set_id in ids.items():
+        names[set_id] = set_name
     return CompositionGraph(
-        name=comp.name,
-        input_sets=comp.params,
-        output_sets=comp.returns,
+        name=comp.name.text,
+        input_sets=comp.param_names,
+        output_sets=comp.return_names,
         set_names=tuple(names),
-        output_ids=tuple(ids[name] for name in comp.returns),
+        output_ids=tuple(ids[n] for n in comp.return_names),
         statements=statements,
-        dependencies=frozenset(s.function for s in comp.statements),
+        dependencies=frozenset(s.function for s in statements),
     )
 
 
-def _statement(source: str, app: Application, declared: dict[str, FunctionDecl],
+def _number_sets(check: _Checker, comp: CompositionDef) -> dict[str, int]:
+    """Give every set of the composition its id (see :mod:`pappus.composition.graph`)."""
+    ids: dict[str, int] = {}
+    for param in comp.params:
+        if param.text in ids:
+            raise check.fail("DuplicateSetName", param,
+                             f"input set {param.text!r} is listed twice")
+        ids[param.text] = len(ids)
+    outputs: set[str] = set()
+    for result in comp.returns:
+        if result.text in outputs:
+            raise check.fail("DuplicateSetName", result,
+                             f"output set {result.text!r} is listed twice")
+        outputs.add(result.text)
+        # An output that is also an input is passed through under the input's id.
+        ids.setdefault(result.text, len(ids))
+    first_output_id = len(comp.params)
+    for app in comp.statements:
+        for out in app.outputs:
+            set_name = out.set_name.text
+            if set_name not in ids:
+                ids[set_name] = len(ids)
+            elif set_name not in outputs or ids[set_name] < first_output_id:
+                # Only composition outputs (that are not also inputs) may be
+                # assigned, and by several statements.
+                raise check.fail("DuplicateSetName", out.set_name,
+                                 f"set {set_name!r} is already defined; every set except the "
+                                 "composition's outputs is assigned exactly once")
+    return ids
+
+
+def _statement(check: _Checker, app: Application, declared: dict[str, Signature],
                ids: dict[str, int]) -> Statement:
-    decl = declared.get(app.function)
-    if decl is None:
-        raise _invalid(source, app.position, "UnknownFunction",
-                       f"{app.function!r} is applied but not declared in this module")
-    if len(app.inputs) > len(decl.params) or len(app.outputs) > len(decl.returns):
-        raise _invalid(source, app.position, "InvalidFunctionApplication",
-                       f"{app.function} takes {len(decl.params)} input(s) and gives "
-                       f"{len(decl.returns)} output(s)")
-    bindings: list[Binding] = []
-    bound: set[str] = set()
+    function = app.function.text
+    signature = declared.get(function)
+    if signature is None:
+        raise check.fail("UnknownFunction", app.function,
+                         f"{function!r} is applied but not declared in this module; add "
+                         f"'function {function} (...) => (...);' before the composition")
+    params, results = signature.input_sets, signature.output_sets
+    if len(app.inputs) > len(params) or len(app.outputs) > len(results):
+        raise check.fail(
+            "InvalidFunctionApplication", app.function,
+            f"{function} is applied to {len(app.inputs)} set(s) and {len(app.outputs)} "
+            f"result(s) but declares {len(params)} and {len(results)}",
+        )
+    inputs: list[Binding | None] = [None] * len(params)
     for desc in app.inputs:
-        if desc.param not in decl.params or desc.param in bound:
-            raise _invalid(source, desc.position, "InvalidFunctionApplication",
-                           f"{desc.param!r} is not an (unbound) input of {app.function}")
-        bound.add(desc.param)
-        if desc.set_name not in ids:
-            raise _invalid(source, desc.position, "UndefinedDataSet",
-                           f"set {desc.set_name!r} is never defined")
-        bindings.append(Binding(decl.params.index(desc.param), ids[desc.set_name],
-                                desc.sharding, desc.optional))
-    outputs: list[tuple[int, int]] = []
+        if desc.param.text not in params:
+            raise check.fail("InvalidFunctionApplication", desc.param,
+                             f"{function} has no input set {desc.param.text!r}; its inputs are "
+                             f"({', '.join(params)})")
+        index = params.index(desc.param.text)
+        if inputs[index] is not None:
+            raise check.fail("InvalidFunctionApplication", desc.param,
+                             f"input set {desc.param.text!r} of {function} is bound twice")
+        if desc.set_name.text not in ids:
+            raise check.fail("UndefinedDataSet", desc.set_name,
+                             f"set {desc.set_name.text!r} is not an input of the composition "
+                             "and no statement produces it")
+        inputs[index] = Binding(ids[desc.set_name.text], desc.sharding, desc.optional)
+    join = _join_plan(check, app, params, inputs)
+    outputs: list[int | None] = [None] * len(results)
     for out in app.outputs:
-        if out.result not in decl.returns:
-            raise _invalid(source, out.position, "InvalidFunctionApplication",
-                           f"{out.result!r} is not an output of {app.function}")
-        outputs.append((decl.returns.index(out.result), ids[out.set_name]))
-    return Statement(app.function, len(decl.params), tuple(bindings), tuple(outputs),
-                     _join_plan(source, app, decl, bindings))
+        if out.result.text not in results:
+            raise check.fail("InvalidFunctionApplication", out.result,
+                             f"{function} has no output set {out.result.text!r}; its outputs "
+                             f"are ({', '.join(results)})")
+        index = results.index(out.result.text)
+        if outputs[index] is not None:
+            raise check.fail("InvalidFunctionApplication", out.result,
+                             f"output set {out.result.text!r} of {function} is assigned twice")
+        outputs[index] = ids[out.set_name.text]
+    return Statement(function, tuple(inputs), tuple(outputs), join,
+                     signature.min_set_bytes, app.position)
 
 
-def _join_plan(source: str, app: Application, decl: FunctionDecl,
-               bindings: list[Binding]) -> JoinPlan:
-    by_param = {b.param_index: b for b in bindings}
-    order: list[int] = []
-    kinds: list[JoinKind] = []
+def _join_plan(check: _Checker, app: Application, params: tuple[str, ...],
+               inputs: list[Binding | None]) -> JoinPlan:
+    """Dandelion's join order: the keyed chain, other keyed inputs, anyKeyed chains, the rest.
+
+    A ``by`` clause splits at ``cross`` into chains; each chain is all
+    ``keyed`` or all ``anyKeyed``. Keyed chains form the outermost loop (in
+    ``by`` order, then the remaining keyed parameters as cross products);
+    anyKeyed chains follow; every other parameter comes last in parameter
+    order.
+    """
+    keyed: list[tuple[int, JoinKind]] = []
+    any_chains: list[list[tuple[int, JoinKind]]] = []
+    joined: set[int] = set()
     if app.join is not None:
-        for name in app.join.order:
-            index = decl.params.index(name) if name in decl.params else -1
-            if index not in by_param:
-                raise _invalid(source, app.join.position, "InvalidFunctionApplication",
-                               f"{name!r} in 'by' is not a bound input of {app.function}")
-            if index in order:
-                raise _invalid(source, app.join.position, "InvalidSecondJoin",
-                               f"{name!r} appears twice in 'by'")
-            if not by_param[index].sharding.is_keyed:
-                raise _invalid(source, app.join.position, "InvalidJoinSharding",
-                               f"{name!r} must be keyed or anyKeyed to be joined")
-            order.append(index)
-        if len({by_param[i].sharding for i in order}) > 1:
-            raise _invalid(source, app.join.position, "InvalidJoinSharding",
-                           "a join cannot mix keyed and anyKeyed inputs")
-        kinds = list(app.join.kinds)
-    # Remaining keyed inputs follow in parameter order, joined by cross product.
-    for binding in sorted(bindings, key=lambda b: b.param_index):
-        if binding.sharding.is_keyed and binding.param_index not in order:
-            order.append(binding.param_index)
-    kinds += [JoinKind.CROSS] * (max(0, len(order) - 1) - len(kinds))
-    return JoinPlan(tuple(order), tuple(kinds[: max(0, len(order) - 1)]))
+        chain_is_any: bool | None = None
+        for position, name in enumerate(app.join.order):
+            kind = app.join.kinds[position - 1] if position > 0 else JoinKind.CROSS
+            if kind is JoinKind.CROSS:
+                chain_is_any = None  # a cross product starts a new chain
+            index = _joined_param(check, app, name, params=params, inputs=inputs, joined=joined)
+            joined.add(index)
+            is_any = _is_any_keyed(inputs[index])
+            if chain_is_any is not None and chain_is_any != is_any:
+                raise check.fail("InvalidJoinSharding", name,
+                                 f"{name.text!r} joins a keyed with an anyKeyed input; use "
+                                 "one mode for the whole chain or separate them with 'cross'")
+            chain_is_any = is_any
+            if not is_any:
+                keyed.append((index, kind))
+            elif kind is JoinKind.CROSS or not any_chains:
+                any_chains.append([(index, JoinKind.CROSS)])
+            else:
+                any_chains[-1].append((index, kind))
+    for index, binding in enumerate(inputs):
+        if index not in joined and binding is not None and binding.sharding is Sharding.KEYED:
+            keyed.append((index, JoinKind.CROSS))
+            joined.add(index)
+    steps = keyed + [step for chain in any_chains for step in chain]
+    steps += [(index, JoinKind.CROSS) for index in range(len(params)) if index not in joined]
+    return JoinPlan(tuple(i for i, _ in steps), tuple(k for _, k in steps[1:]))
+
+
+def _joined_param(check: _Checker, app: Application, name: Name, *, params: tuple[str, ...],
+                  inputs: list[Binding | None], joined: set[int]) -> int:
+    function = app.function.text
+    if name.text not in params:
+        raise check.fail("InvalidFunctionApplication", name,
+                         f"'by' names {name.text!r}, which is not an input set of {function}; "
+                         f"'by' takes the function's parameter names ({', '.join(params)})")
+    index = params.index(name.text)
+    if index in joined:
+        raise check.fail("InvalidSecondJoin", name, f"{name.text!r} is joined twice")
+    binding = inputs[index]
+    if binding is None:
+        raise check.fail("InvalidJoinSharding", name,
+                         f"{name.text!r} is not bound in this application, so it cannot be "
+                         "joined")
+    if not binding.sharding.is_keyed:
+        raise check.fail("InvalidJoinSharding", name,
+                         f"{name.text!r} is sharded '{binding.sharding.value}'; only keyed and "
+                         "anyKeyed inputs can be joined")
+    return index
+
+
+def _is_any_keyed(binding: Binding | None) -> bool:
+    return binding is not None and binding.sharding is Sharding.ANY_KEYED
