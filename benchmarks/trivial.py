@@ -25,9 +25,9 @@ BARE_WAT = """
 
 def trivial_module() -> bytes:
     """The benchmark function as a wasm binary."""
-    return wasmtime.wat2wasm(TRIVIAL_WAT)
+    return bytes(wasmtime.wat2wasm(TRIVIAL_WAT))
 
 
 def bare_module() -> bytes:
     """A module with no imports, for the raw-Wasmtime baseline."""
-    return wasmtime.wat2wasm(BARE_WAT)
+    return bytes(wasmtime.wat2wasm(BARE_WAT))

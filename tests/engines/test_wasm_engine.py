@@ -1,238 +1,37 @@
-"""The wasm engine: Dandelion's stdio/fileio oracles, limits, hostile modules, caching,
-parallelism and isolation between concurrent invocations."""
+"""The wasm engine as a whole: parallel invocations, isolation between concurrent ones,
+bounded pool slots, the compiled-module cache across restarts, statistics."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from pathlib import Path
 
 import pytest
-import wasmtime
 
-from pappus.engines.base import InvocationResult, Limits
 from pappus.engines.wasm import WasmEngine
-from pappus.errors import (
-    BadOutput,
-    InvalidBinary,
-    InvocationTimeout,
-    OutOfMemory,
-    SandboxCrash,
-)
-from pappus.model import DataSet, Item
-from tests.engines.conftest import spec
-
-MiB = 1024 * 1024
-
-
-def limits(timeout_s: float = 10.0, memory: int = 64 * MiB, output: int = MiB) -> Limits:
-    return Limits.from_timeout(timeout_s, memory, output)
-
-
-def stdio_set(stdin: bytes = b"", argv: bytes = b"", environ: bytes = b"") -> DataSet:
-    items = [Item("stdin", 0, stdin)]
-    if argv:
-        items.append(Item("argv", 0, argv))
-    if environ:
-        items.append(Item("environ", 0, environ))
-    return DataSet("stdio", tuple(items))
-
-
-def by_name(result: InvocationResult, set_name: str) -> dict[str, bytes]:
-    (data,) = [s for s in result.outputs if s.name == set_name]
-    return {i.name: i.data for i in data.items}
-
-
-def test_dandelion_stdio_oracle(engine: WasmEngine, wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",)), None)
-    result = engine.invoke(artifact, [stdio_set(b"Test line \n line 2\n", b"stdio flag0 flag1",
-                                                b"HOME=test_home\0")], limits())
-    assert [s.name for s in result.outputs] == ["stdio"]
-    assert by_name(result, "stdio") == {
-        "stdout": b"Test string to stdout\nread 19 characters from stdin\nTest line \n line 2\n"
-                  b"argument 0 is stdio\nargument 1 is flag0\nargument 2 is flag1\n"
-                  b"environmental variable HOME is test_home\n",
-        "stderr": b"Test string to stderr\n",
-    }
-
-
-def test_dandelion_fileio_oracle(engine: WasmEngine, wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("fileio", wasm_functions["fileio"], ("in", "in_nested"),
-                                   ("stdio", "out", "out_nested")), None)
-    inputs = [
-        DataSet("in", (Item("in_file", 0, b"Test file 0\n line 2\n"),)),
-        DataSet("in_nested", (
-            Item("in_file", 0, b"Test file 1 \n line 2\n"),
-            Item("in_folder/in_file", 0, b"Test file 2 \n line 2\n"),
-            Item("in_folder/in_file_two", 0, b"Test file 3 \n line 2\n"),
-            Item("in_folder/in_folder_two/in_file", 0, b"Test file 4 \n line 2\n"),
-        )),
-    ]
-    result = engine.invoke(artifact, inputs, limits())
-    assert result.exit_code == 0
-    assert len(result.outputs) == 3
-    assert by_name(result, "out") == {"out_file": b"Test file 0\n line 2\n"}
-    assert by_name(result, "out_nested") == {
-        "out_file": b"Test file 1 \n line 2\n",
-        "out_folder/out_file": b"Test file 2 \n line 2\n",
-        "out_folder/out_file_two": b"Test file 3 \n line 2\n",
-        "out_folder/out_folder_two/out_file": b"Test file 4 \n line 2\n",
-    }
-
-
-def test_file_system_confinement(engine: WasmEngine, wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("ro", wasm_functions["readonly"], ("in",), ("stdio",)), None)
-    result = engine.invoke(artifact, [DataSet("in", (Item("a", 3, b"x"),))], limits())
-    assert by_name(result, "stdio")["stdout"].decode().splitlines() == [
-        "write input: Read-only file system",
-        "create in input set: Read-only file system",
-        "host passwd: No such file or directory",
-        "dotdot: No such file or directory",
-        "keys: ok",
-        "unlink input: Read-only file system",
-    ]
-
-
-def test_exit_code_is_reported_with_outputs(engine: WasmEngine,
-                                            wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("exit", wasm_functions["exit_code"], ("stdio",), ("stdio",)),
-                              None)
-    result = engine.invoke(artifact, [stdio_set(argv=b"prog 7")], limits())
-    assert result.exit_code == 7
-    assert by_name(result, "stdio")["stdout"] == b"7"
-
-
-def test_infinite_loop_stops_within_deadline_plus_50ms(engine: WasmEngine,
-                                                       wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("spin", wasm_functions["spin"], ("stdio",), ()), None)
-    overshoots = []
-    for _ in range(5):
-        lim = limits(timeout_s=0.2)
-        with pytest.raises(InvocationTimeout):
-            engine.invoke(artifact, [stdio_set(b"go")], lim)
-        overshoots.append(time.monotonic() - lim.deadline)
-    assert max(overshoots) < 0.050, overshoots
-
-
-def test_memory_bomb_is_out_of_memory(engine: WasmEngine, wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("bomb", wasm_functions["bomb"]), None)
-    with pytest.raises(OutOfMemory):
-        engine.invoke(artifact, [], limits(memory=32 * MiB))
-
-
-def test_initial_memory_over_the_bound_is_out_of_memory(engine: WasmEngine) -> None:
-    big = wasmtime.wat2wasm('(module (memory (export "memory") 100) (func (export "_start")))')
-    artifact = engine.prepare(spec("big", bytes(big)), None)
-    with pytest.raises(OutOfMemory):
-        engine.invoke(artifact, [], limits(memory=MiB))
-
-
-def test_trap_is_crash(engine: WasmEngine, wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("trap", wasm_functions["trap"]), None)
-    with pytest.raises(SandboxCrash) as info:
-        engine.invoke(artifact, [], limits())
-    assert "unreachable" in info.value.message.lower()
-
-
-def test_output_limit_is_bad_output(engine: WasmEngine, wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("flood", wasm_functions["flood"], (), ("stdio",)), None)
-    with pytest.raises(BadOutput, match="output limit"):
-        engine.invoke(artifact, [], limits(output=100_000))
-
-
-@pytest.mark.parametrize(("binary", "needle"), [
-    (b"", "not a WebAssembly module"),
-    (b"\x7fELF\x02\x01\x01", "not a WebAssembly module"),
-    (b"\0asm\x01\0\0\0\x01\xff", "invalid WebAssembly module"),
-    (bytes(wasmtime.wat2wasm('(module (import "env" "f" (func)) (memory (export "memory") 1)'
-                             ' (func (export "_start")))')), "env.f"),
-    (bytes(wasmtime.wat2wasm('(module (import "wasi_snapshot_preview1" "fd_write" (func))'
-                             ' (memory (export "memory") 1) (func (export "_start")))')),
-     "linked"),
-    (bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1))')), "_start"),
-    (bytes(wasmtime.wat2wasm('(module (func (export "_start")))')), "memory"),
-])
-def test_invalid_binaries(engine: WasmEngine, binary: bytes, needle: str) -> None:
-    with pytest.raises(InvalidBinary, match=needle):
-        engine.prepare(spec("bad", binary), None)
-
-
-HOSTILE = """
-(module
-  (import "wasi_snapshot_preview1" "fd_write"
-    (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "path_open"
-    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func $report (param $errno i32)
-    ;; write the errno as one byte to stdout through a valid iovec at 0
-    (i32.store8 (i32.const 100) (local.get $errno))
-    (i32.store (i32.const 0) (i32.const 100))
-    (i32.store (i32.const 4) (i32.const 1))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
-  (func (export "_start")
-    ;; iovec pointing past the end of memory
-    (i32.store (i32.const 16) (i32.const 65000))
-    (i32.store (i32.const 20) (i32.const 10000))
-    (call $report (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 8)))
-    ;; iovec array itself out of bounds, negative-looking count
-    (call $report (call $fd_write (i32.const 1) (i32.const -8) (i32.const -1) (i32.const 8)))
-    ;; path of absurd length
-    (call $report (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const -1)
-                                   (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0)
-                                   (i32.const 8)))
-    ;; result pointer out of bounds
-    (call $report (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 70000)))
-    ;; bad descriptor
-    (call $report (call $fd_write (i32.const 99) (i32.const 0) (i32.const 1) (i32.const 8)))
-    ;; argv written to an out-of-bounds buffer
-    (call $report (call $args_get (i32.const 65534) (i32.const 65535)))))
-"""
-
-
-def test_hostile_pointers_get_errno_not_a_crash(engine: WasmEngine) -> None:
-    artifact = engine.prepare(spec("hostile", bytes(wasmtime.wat2wasm(HOSTILE)), (),
-                                   ("stdio",)), None)
-    result = engine.invoke(artifact, [], limits())
-    # EFAULT=21 for every bad pointer/length, EBADF=8 for the unknown descriptor
-    assert list(by_name(result, "stdio")["stdout"]) == [21, 21, 21, 21, 8, 21]
-
-
-def test_compiled_module_cache_survives_a_restart(tmp_path: Path,
-                                                  wasm_functions: dict[str, bytes]) -> None:
-    first = WasmEngine()
-    first.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",)), tmp_path)
-    assert first.compiled == 1
-    first.close()
-    second = WasmEngine()
-    artifact = second.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",)),
-                              tmp_path)
-    assert second.compiled == 0  # loaded from the cache, not recompiled
-    assert second.invoke(artifact, [stdio_set()], limits()).exit_code == 0
-    for cached in tmp_path.glob("*.cwasm"):
-        cached.write_bytes(b"corrupt")
-    third = WasmEngine()
-    third.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",)), tmp_path)
-    assert third.compiled == 1  # a corrupt cache entry is recompiled, not fatal
-    second.close()
-    third.close()
+from pappus.errors import InvocationTimeout, SandboxCrash
+from tests.engines.support import by_name, limits, spec, stdio_set
 
 
 def test_two_invocations_run_in_parallel(engine: WasmEngine,
                                          wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("spin", wasm_functions["spin"], ("stdio",), ()), None)
+    artifact = engine.prepare(spec("spin", wasm_functions["spin"]), None)
+    barrier = threading.Barrier(2)
 
     def spin() -> tuple[float, float]:
+        barrier.wait()
         began = time.monotonic()
         with pytest.raises(InvocationTimeout):
-            engine.invoke(artifact, [stdio_set(b"go")], limits(timeout_s=0.4))
+            engine.invoke(artifact, [], limits(timeout_s=0.4))
         return began, time.monotonic()
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         (a_start, a_end), (b_start, b_end) = pool.map(lambda _: spin(), range(2))
     overlap = min(a_end, b_end) - max(a_start, b_start)
     assert overlap > 0.3  # both spun at the same time, not one after the other
+    assert max(a_end, b_end) - min(a_start, b_start) < 0.7  # clearly less than 2 x 0.4 s
 
 
 def test_concurrent_exits_never_cross(engine: WasmEngine,
@@ -254,39 +53,123 @@ def test_concurrent_exits_never_cross(engine: WasmEngine,
         return f"{result.exit_code}:{by_name(result, 'stdio')['stdout'].decode()}"
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        outcomes = list(pool.map(run, range(600)))
-    expected = ["crash" if i % 3 == 2 else f"{i % 50}:{i % 50}" for i in range(600)]
-    assert outcomes == expected
+        outcomes = list(pool.map(run, range(300)))
+    assert outcomes == ["crash" if i % 3 == 2 else f"{i % 50}:{i % 50}" for i in range(300)]
 
 
 def test_timeout_in_one_thread_does_not_disturb_another(
         engine: WasmEngine, wasm_functions: dict[str, bytes]) -> None:
-    spin = engine.prepare(spec("spin", wasm_functions["spin"], ("stdio",), ()), None)
+    spin = engine.prepare(spec("spin", wasm_functions["spin"]), None)
     stdio = engine.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",)), None)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        spinning = pool.submit(engine.invoke, spin, [stdio_set(b"go")], limits(timeout_s=0.3))
-        results = [engine.invoke(stdio, [stdio_set(b"x")], limits()) for _ in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        spinning = pool.submit(engine.invoke, spin, [], limits(timeout_s=0.3))
+        results = []
+        while not spinning.done():
+            results.append(engine.invoke(stdio, [stdio_set(b"x")], limits()))
         with pytest.raises(InvocationTimeout):
             spinning.result()
+    assert len(results) > 10
     assert all(r.exit_code == 0 for r in results)
+    assert all(b"read 1 characters from stdin\nx" in by_name(r, "stdio")["stdout"]
+               for r in results)
+
+
+def test_calls_beyond_the_pool_wait_for_a_slot(wasm_functions: dict[str, bytes]) -> None:
+    engine = WasmEngine(pool_size=2)
+    try:
+        assert engine.pool is not None
+        assert engine.pool.instances == 2
+        artifact = engine.prepare(spec("exit", wasm_functions["exit_code"], ("stdio",),
+                                       ("stdio",)), None)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(
+                lambda i: engine.invoke(artifact, [stdio_set(argv=f"p {i}".encode())],
+                                        limits()).exit_code, range(64)))
+        assert codes == list(range(64))  # none failed for lack of a slot
+    finally:
+        engine.close()
+
+
+def test_on_demand_allocation_without_a_pool(wasm_functions: dict[str, bytes]) -> None:
+    engine = WasmEngine(pool_size=None)
+    try:
+        assert engine.pool is None
+        artifact = engine.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",),
+                                       ("stdio",)), None)
+        assert engine.invoke(artifact, [None], limits()).exit_code == 0
+    finally:
+        engine.close()
+
+
+def test_compiled_module_cache_survives_a_restart(tmp_path: Path,
+                                                  wasm_functions: dict[str, bytes]) -> None:
+    function = spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",))
+    first = WasmEngine()
+    first.prepare(function, tmp_path)
+    assert first.compiled == 1
+    first.close()
+    (entry,) = tmp_path.glob("*.cwasm")
+    assert entry.name.startswith(function.sha256)
+
+    second = WasmEngine()  # a restarted worker
+    artifact = second.prepare(function, tmp_path)
+    assert second.compiled == 0  # loaded from the cache, not recompiled
+    assert second.invoke(artifact, [stdio_set()], limits()).exit_code == 0
+
+    entry.write_bytes(b"corrupt")  # rewritten in place while `second` still uses it
+    third = WasmEngine()
+    third.prepare(function, tmp_path)
+    assert third.compiled == 1  # a corrupt entry is recompiled, not fatal
+    assert second.invoke(artifact, [stdio_set()], limits()).exit_code == 0
+    for engine in (second, third):
+        engine.close()
+
+
+def test_cache_entries_depend_on_the_engine_configuration(
+        tmp_path: Path, wasm_functions: dict[str, bytes]) -> None:
+    function = spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",))
+    pooled, unpooled = WasmEngine(), WasmEngine(pool_size=None)
+    try:
+        pooled.prepare(function, tmp_path)
+        unpooled.prepare(function, tmp_path)
+        assert (pooled.compiled, unpooled.compiled) == (1, 1)
+        assert len(list(tmp_path.glob("*.cwasm"))) == 2
+    finally:
+        pooled.close()
+        unpooled.close()
 
 
 def test_statistics_and_repr(engine: WasmEngine, wasm_functions: dict[str, bytes]) -> None:
-    artifact = engine.prepare(spec("trap", wasm_functions["trap"]), None)
+    trap = engine.prepare(spec("trap", wasm_functions["trap"]), None)
+    stdio = engine.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",)), None)
     with pytest.raises(SandboxCrash):
-        engine.invoke(artifact, [], limits())
+        engine.invoke(trap, [], limits())
+    engine.invoke(stdio, [None], limits())
     stats = engine.statistics()
-    assert (stats.engine, stats.prepared, stats.invocations, stats.failures) == ("wasm", 1, 1, 1)
-    assert "invocations=1" in repr(engine)
+    assert (stats.engine, stats.prepared, stats.invocations, stats.failures) == ("wasm", 2, 2, 1)
+    assert stats.mean_sandbox_start_us > 0
+    assert "invocations=2 failures=1" in repr(engine)
 
 
-def test_table_growth_is_bounded(engine: WasmEngine) -> None:
-    # A module growing a table towards 2^32 elements must not exhaust host memory:
-    # table.grow fails (-1) beyond the store's limit and the module traps on that.
-    wat = """(module (memory (export "memory") 1) (table 1 funcref)
-      (func (export "_start")
-        (if (i32.eq (table.grow (ref.null func) (i32.const 200000)) (i32.const -1))
-          (then unreachable))))"""
-    artifact = engine.prepare(spec("tables", bytes(wasmtime.wat2wasm(wat))), None)
-    with pytest.raises(SandboxCrash, match="unreachable"):
-        engine.invoke(artifact, [], limits())
+def _tickers() -> int:
+    return sum(t.name == "pappus-wasm-epoch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_close_stops_the_ticker_and_is_idempotent(wasm_functions: dict[str, bytes]) -> None:
+    before = _tickers()
+    engine = WasmEngine()
+    assert _tickers() == before  # started lazily
+    artifact = engine.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",)),
+                              None)
+    engine.invoke(artifact, [None], limits())
+    assert _tickers() == before + 1
+    engine.close()
+    engine.close()
+    assert _tickers() == before
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.invoke(artifact, [None], limits())
+
+
+def test_another_engines_artifact_is_refused(engine: WasmEngine) -> None:
+    with pytest.raises(TypeError):
+        engine.invoke(object(), [], limits())  # type: ignore[arg-type]

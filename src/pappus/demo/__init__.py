@@ -1,8 +1,18 @@
 """Demo functions preloaded by ``pappus serve --demo``.
 
 They are our own WebAssembly text, assembled at load time (no binary is
-shipped): ``upper`` and ``reverse`` read item ``text`` of input set ``in``
-and write item ``text`` of output set ``out``; ``shout_backwards`` chains them.
+shipped), and speak the file convention of :mod:`pappus.vfs`:
+
+* ``upper`` and ``reverse`` read item ``text`` of input set ``in`` (the file
+  ``/in/text``) and write item ``text`` of output set ``out``;
+* ``wordcount`` writes, for every item of input set ``text``, an item of
+  output set ``counts`` with the same name and key holding its number of
+  words (it lists the items and keys in ``/.pappus/keys/text`` and sets each
+  output key with an ``@<key>`` file-name suffix).
+
+:data:`DEMO_COMPOSITION` chains them: ``shout_backwards`` (``upper`` then
+``reverse`` on every item) and ``loud_word_counts`` (``upper`` then
+``wordcount`` on every item).
 """
 
 from __future__ import annotations
@@ -12,7 +22,8 @@ from importlib import resources
 
 import wasmtime
 
-DEMO_FUNCTIONS = ("upper", "reverse")
+TRANSFORMS = ("upper", "reverse")
+"""Functions made of ``skeleton.wat`` plus ``<name>.wat`` (a byte transform)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +46,9 @@ def _assemble(text: str) -> bytes:
 
 
 def load_demo() -> list[DemoFunction]:
-    """Assemble the demo functions."""
+    """Assemble the demo functions (``upper``, ``reverse``, ``wordcount``)."""
     skeleton = _text("skeleton.wat")
-    return [
+    functions = [
         DemoFunction(
             name=name,
             engine="wasm",
@@ -45,9 +56,12 @@ def load_demo() -> list[DemoFunction]:
             input_sets=("in",),
             output_sets=("out",),
         )
-        for name in DEMO_FUNCTIONS
+        for name in TRANSFORMS
     ]
+    functions.append(DemoFunction("wordcount", "wasm", _assemble(_text("wordcount.wat")),
+                                  input_sets=("text",), output_sets=("counts",)))
+    return functions
 
 
 DEMO_COMPOSITION = _text("demo.comp")
-"""Source of the demo composition ``shout_backwards``."""
+"""Source of the demo compositions ``shout_backwards`` and ``loud_word_counts``."""

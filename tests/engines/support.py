@@ -1,0 +1,46 @@
+"""Helpers shared by the engine tests."""
+
+from __future__ import annotations
+
+import hashlib
+
+import wasmtime
+
+from pappus.engines.base import FunctionSpec, InvocationResult, Limits
+from pappus.model import DataSet, Item
+
+MiB = 1024 * 1024
+
+
+def spec(name: str, binary: bytes, inputs: tuple[str, ...] = (),
+         outputs: tuple[str, ...] = ()) -> FunctionSpec:
+    return FunctionSpec(name, "wasm", binary, hashlib.sha256(binary).hexdigest(), inputs,
+                        outputs)
+
+
+def limits(timeout_s: float = 10.0, memory: int = 64 * MiB, output: int = MiB) -> Limits:
+    return Limits.from_timeout(timeout_s, memory, output)
+
+
+def stdio_set(stdin: bytes = b"", argv: bytes = b"", environ: bytes = b"") -> DataSet:
+    items = [Item("stdin", 0, stdin)]
+    if argv:
+        items.append(Item("argv", 0, argv))
+    if environ:
+        items.append(Item("environ", 0, environ))
+    return DataSet("stdio", tuple(items))
+
+
+def items(result: InvocationResult, set_name: str) -> list[tuple[str, int, bytes]]:
+    """``(name, key, data)`` of every item of output set ``set_name``, in order."""
+    (found,) = [s for s in result.outputs if s.name == set_name]
+    return [(i.name, i.key, i.data) for i in found.items]
+
+
+def by_name(result: InvocationResult, set_name: str) -> dict[str, bytes]:
+    return {name: data for name, _, data in items(result, set_name)}
+
+
+def wat2wasm(text: str) -> bytes:
+    """A module from WebAssembly text."""
+    return bytes(wasmtime.wat2wasm(text))

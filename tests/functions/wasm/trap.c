@@ -1,0 +1,2 @@
+/* Traps at once. */
+int main(void) { __builtin_trap(); }
