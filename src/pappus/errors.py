@@ -8,6 +8,7 @@
     ├── Conflict                     conflict             409
     ├── TooLarge                     too_large            413
     ├── Overloaded                   overloaded           503
+    ├── EngineUnavailable            engine_unavailable   503
     ├── CompositionSyntaxError       composition_syntax   400
     ├── CompositionInvalid           composition_invalid  400
     └── SandboxError  (an invocation or registration outcome from an engine)
@@ -101,6 +102,13 @@ class Overloaded(PappusError):
     http_status = 503
 
 
+class EngineUnavailable(PappusError):
+    """An engine cannot run on this machine as set up (detail: ``engine``; message: the fix)."""
+
+    type = "engine_unavailable"
+    http_status = 503
+
+
 class CompositionSyntaxError(PappusError):
     """Composition source does not parse. Detail: ``line``, ``column``, ``excerpt``."""
 
@@ -180,6 +188,7 @@ ERROR_TYPES: dict[str, type[PappusError]] = {
         Conflict,
         TooLarge,
         Overloaded,
+        EngineUnavailable,
         CompositionSyntaxError,
         CompositionInvalid,
         InvalidBinary,

@@ -1,0 +1,286 @@
+"""The ``process`` engine: Dandelion-SDK ELF functions in a fresh, seccomp-confined process.
+
+* **Preparation** (:meth:`ProcessEngine.prepare`): validate the ELF
+  (:mod:`.elf`) and keep its static image as bytes; build the runner once
+  (:mod:`.runner`).
+* **Invocation**: lay the inputs out in a new context (:mod:`.layout`) held
+  by a memfd; write the runner's parameters (segment protections, limits,
+  the seccomp program from :mod:`.policy`) into the context's private first
+  64 KiB; ``posix_spawn`` the runner with the memfd as descriptor 3 and an
+  empty environment. The server is never forked, so nothing of its memory
+  reaches the function; the runner maps only the context.
+* **Deadline**: the engine waits on a pidfd until the deadline and then
+  kills the process (``SIGKILL``) — no cooperation needed. ``RLIMIT_CPU``
+  (deadline + 1 s) is a second, independent bound.
+* **Memory**: the context is the function's only writable memory besides the
+  runner's few pages; ``mmap``/``brk`` are denied, so the context size (the
+  memory bound, rounded up to 1 MiB) bounds it.
+* **Outcomes**: SIGSYS from the filter → ``forbidden_syscall`` (number and
+  name); a fault or other signal → ``crash`` (signal, address, ``rip``); the
+  deadline or RLIMIT_CPU → ``timeout``; malformed output descriptors →
+  ``bad_output``. The function's ``exit_code`` is returned in the result,
+  where the dispatcher turns a non-zero code into ``function_error``
+  (Dandelion ignores it); the SDK's out-of-memory code 259 is
+  ``out_of_memory``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import signal
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pappus.engines.base import (
+    Artifact,
+    Engine,
+    EngineStatistics,
+    FunctionSpec,
+    InvocationResult,
+    Limits,
+)
+from pappus.engines.process import layout
+from pappus.engines.process.elf import FUNCTION_BASE, PAGE, FunctionImage, load_image
+from pappus.engines.process.outcome import RunnerExit, classify_exit
+from pappus.engines.process.policy import compile_filter, filter_bytes
+from pappus.engines.process.runner import ensure_runner
+from pappus.errors import InvalidBinary, OutOfMemory, SandboxError
+from pappus.model import DataSet
+
+PARAMS = struct.Struct("<8Q")
+SEGMENT = struct.Struct("<3Q")
+MAX_SEGMENTS = 32
+MAX_FILTER = 6000
+PARAMS_MAGIC = 0x3152554E52505050
+SDK_EXIT_OUT_OF_MEMORY = 259
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+
+
+def default_runner_dir() -> Path:
+    """Where runners are cached when the engine is given no directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pappus"
+
+
+class ProcessArtifact(Artifact):
+    """A validated function image and the parts of its runner parameters fixed at registration."""
+
+    def __init__(self, spec: FunctionSpec, image: FunctionImage) -> None:
+        self.spec = spec
+        self.image = image
+        self.static = layout.image_bytes(image)
+        self.segment_table = b"".join(
+            SEGMENT.pack(start, end - start, _protection(s.readable, s.writable, s.executable))
+            for s in image.segments for start, end in [s.page_range])
+
+    def __repr__(self) -> str:
+        return (f"<ProcessArtifact {self.spec.name!r} image={self.image.end - FUNCTION_BASE} "
+                f"bytes entry={self.image.entry:#x}>")
+
+
+def _protection(readable: bool, writable: bool, executable: bool) -> int:
+    return (PROT_READ if readable else 0) | (PROT_WRITE if writable else 0) | (
+        PROT_EXEC if executable else 0)
+
+
+class ProcessEngine(Engine):
+    """Runs ELF functions built for Dandelion's native ABI; see the module docstring."""
+
+    name = "process"
+
+    def __init__(self, runner_dir: Path | None = None) -> None:
+        self._runner_dir = runner_dir or default_runner_dir()
+        self._runner: str | None = None
+        self._filter = filter_bytes(compile_filter())
+        if len(self._filter) // 8 > MAX_FILTER:
+            raise ValueError("the seccomp program is longer than the runner accepts")
+        self._lock = threading.Lock()
+        self._closed = False
+        self._prepared = self._invocations = self._failures = 0
+        self._start_us_total = 0.0
+
+    def __repr__(self) -> str:
+        return (f"<ProcessEngine prepared={self._prepared} invocations={self._invocations} "
+                f"failures={self._failures}>")
+
+    def _runner_path(self) -> str:
+        if self._runner is None:
+            self._runner = str(ensure_runner(self._runner_dir))
+        return self._runner
+
+    def prepare(self, spec: FunctionSpec, cache_dir: Path | None) -> ProcessArtifact:
+        """Validate ``spec.binary`` (see :mod:`.elf`); make sure the runner exists."""
+        image = load_image(spec.binary)
+        if len(image.segments) > MAX_SEGMENTS:
+            raise InvalidBinary(f"{len(image.segments)} loadable segments; at most "
+                                f"{MAX_SEGMENTS} are supported", engine="process")
+        if spec.context_size is not None:
+            size = layout.context_size_for(spec.context_size)
+            if image.end + layout.MIN_FREE_BYTES + layout.HEAP_END_OFFSET > size:
+                raise InvalidBinary(f"the image ends at {image.end:#x}, too close to the end of "
+                                    f"its {size}-byte context", engine="process")
+        self._runner_path()
+        with self._lock:
+            self._prepared += 1
+        return ProcessArtifact(spec, image)
+
+    def invoke(self, artifact: Artifact, inputs: Sequence[DataSet | None],
+               limits: Limits) -> InvocationResult:
+        """Run the function once in a fresh process; see the module docstring."""
+        if not isinstance(artifact, ProcessArtifact):
+            raise TypeError(f"not a process artifact: {artifact!r}")
+        if self._closed:
+            raise RuntimeError("the process engine is closed")
+        try:
+            result = self._invoke(artifact, inputs, limits)
+        except SandboxError:
+            with self._lock:
+                self._invocations += 1
+                self._failures += 1
+            raise
+        with self._lock:
+            self._invocations += 1
+            self._start_us_total += result.timings_us["sandbox_start"]
+        return result
+
+    def _context_size(self, artifact: ProcessArtifact, limits: Limits) -> int:
+        bound = layout.context_size_for(limits.memory_bytes)
+        requested = artifact.spec.context_size
+        size = layout.context_size_for(requested) if requested is not None else bound
+        if size > bound:
+            raise OutOfMemory(f"{artifact.spec.name!r} asks for a {size}-byte context, more than "
+                              f"its memory bound of {limits.memory_bytes} bytes",
+                              memory_bytes=limits.memory_bytes)
+        return size
+
+    def _invoke(self, artifact: ProcessArtifact, inputs: Sequence[DataSet | None],
+                limits: Limits) -> InvocationResult:
+        started = time.perf_counter()
+        spec = artifact.spec
+        size = self._context_size(artifact, limits)
+        context = layout.build_context(artifact.image, artifact.static, inputs, spec.input_sets,
+                                       spec.output_sets, size)
+        memfd = _context_memfd(self._params(artifact, context, limits), context)
+        try:
+            pid = os.posix_spawn(self._runner_path(), ["pappus-runner"], {},
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, memfd, 3)],
+                                 setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+            spawned = time.perf_counter()
+            status, killed = _wait(pid, limits.deadline)
+            finished = time.perf_counter()
+
+            def read(address: int, length: int) -> bytes:
+                return os.pread(memfd, length, address)
+
+            report = read(size - layout.STACK_OFFSET, layout.STACK_OFFSET)
+            exit_code = self._finish(spec, RunnerExit(status, killed, report), limits, read,
+                                     artifact)
+            outputs = layout.read_outputs(read, context, artifact.image, spec.output_sets,
+                                          limits.max_output_bytes)
+        finally:
+            os.close(memfd)
+        done = time.perf_counter()
+        return InvocationResult(outputs, exit_code, {
+            "sandbox_start": (spawned - started) * 1e6,
+            "run": (finished - spawned) * 1e6,
+            "output": (done - finished) * 1e6,
+        })
+
+    def _finish(self, spec: FunctionSpec, run: RunnerExit, limits: Limits,
+                read: layout.Reader, artifact: ProcessArtifact) -> int:
+        """Raise the run's typed outcome, or return the function's exit code."""
+        classify_exit(spec.name, run)
+        exit_code = layout.read_exit_code(read, artifact.image)
+        if exit_code == SDK_EXIT_OUT_OF_MEMORY:
+            raise OutOfMemory(f"{spec.name!r} ran out of heap (SDK exit code 259) in its "
+                              f"{limits.memory_bytes}-byte bound; raise the memory bound",
+                              memory_bytes=limits.memory_bytes)
+        return exit_code
+
+    def _params(self, artifact: ProcessArtifact, context: layout.Context, limits: Limits) -> bytes:
+        cpu_seconds = max(1, math.ceil(limits.remaining()) + 1)
+        segments = len(artifact.segment_table) // SEGMENT.size
+        header = PARAMS.pack(PARAMS_MAGIC, context.size, artifact.image.entry,
+                             context.size - layout.STACK_OFFSET, cpu_seconds,
+                             context.size - layout.STACK_OFFSET, segments,
+                             len(self._filter) // 8)
+        padding = bytes((MAX_SEGMENTS - segments) * SEGMENT.size)
+        return header + artifact.segment_table + padding + self._filter
+
+    def statistics(self) -> EngineStatistics:
+        """Counters since the engine started."""
+        with self._lock:
+            ok = self._invocations - self._failures
+            mean = self._start_us_total / ok if ok else 0.0
+            return EngineStatistics(self.name, self._prepared, self._invocations,
+                                    self._failures, mean)
+
+    def close(self) -> None:
+        """Refuse further invocations. Idempotent; running ones finish."""
+        self._closed = True
+
+
+_DEFAULT_SIGNALS = (signal.SIGSYS, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                    signal.SIGTRAP, signal.SIGXCPU, signal.SIGPIPE, signal.SIGINT,
+                    signal.SIGTERM)
+"""Signals reset to their default action in the child (the server may handle or ignore them)."""
+
+
+def _context_memfd(params: bytes, context: layout.Context) -> int:
+    """A memfd holding the context: parameters at 0, the image and inputs at 0x10000."""
+    fd = os.memfd_create("pappus-context", os.MFD_CLOEXEC)
+    try:
+        if fd == 3:  # dup2(3, 3) would keep close-on-exec set: move it out of the way
+            moved = _dup_above(fd)
+            os.close(fd)
+            fd = moved
+        os.ftruncate(fd, context.size)
+        os.pwrite(fd, params, 0)
+        os.pwrite(fd, context.data, FUNCTION_BASE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _dup_above(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def _wait(pid: int, deadline: float) -> tuple[int, bool]:
+    """Wait for ``pid`` until ``deadline``; kill it then. Returns (wait status, killed by us)."""
+    killed = False
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        raise
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while True:
+            remaining_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            if poller.poll(remaining_ms):
+                break
+            if time.monotonic() >= deadline:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                killed = True
+                break
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        if not killed:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(pidfd)
+    return status, killed
+

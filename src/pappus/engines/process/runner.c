@@ -1,0 +1,197 @@
+/*
+ * pappus process-engine runner: the only native code of the process engine.
+ *
+ * The worker starts this static, libc-free program with posix_spawn (never
+ * fork: the worker's memory must not be inherited), with an empty
+ * environment and the invocation's context as a memfd on descriptor 3. The
+ * first 64 KiB of the context (below the function's lowest address,
+ * 0x10000) hold the parameters the worker prepared: segment protections,
+ * limits and the seccomp filter it generated. The runner
+ *
+ *   1. reads the parameters, maps the context at address 0x10000 (context
+ *      offset == virtual address; MAP_FIXED_NOREPLACE, so it never replaces
+ *      its own mappings) and applies each segment's protection;
+ *   2. closes every descriptor, sets RLIMIT_CPU, forbids core dumps and
+ *      file writes, and makes itself non-dumpable;
+ *   3. installs a handler that, on SIGSYS from the filter or a fault, writes
+ *      a report (signal, syscall, fault address, rip) at the top of the
+ *      context and exits with REPORT_STATUS;
+ *   4. sets no_new_privs, installs the filter, clears the registers and
+ *      jumps to the function's entry with the stack at context_size - 32.
+ *
+ * Setup failures exit with SETUP_STATUS_BASE + step before the function
+ * runs. The runner is linked far above any context (see runner.py), and
+ * everything it touches after step 4 is the function's own business: the
+ * handler only writes memory and calls exit_group, which the filter allows.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#define PARAMS_MAGIC 0x3152554e52505050ULL /* "PPPRNUR1" little-endian */
+#define REPORT_MAGIC 0x50525050U /* "PPRP" */
+#define MAX_SEGMENTS 32
+#define MAX_FILTER 6000
+#define SETUP_STATUS_BASE 240
+#define REPORT_STATUS 239
+#define FUNCTION_BASE 0x10000UL
+
+struct segment {
+    uint64_t address, length, protection;
+};
+
+struct sock_filter {
+    uint16_t code;
+    uint8_t jt, jf;
+    uint32_t k;
+};
+
+struct params {
+    uint64_t magic;
+    uint64_t context_size;
+    uint64_t entry;
+    uint64_t stack;
+    uint64_t cpu_seconds;
+    uint64_t report_address;
+    uint64_t segment_count;
+    uint64_t filter_length;
+    struct segment segments[MAX_SEGMENTS];
+    struct sock_filter filter[MAX_FILTER];
+};
+
+/* 32 bytes at context_size - 32: above the function's initial stack pointer. */
+struct report {
+    uint32_t magic;
+    uint16_t signal;
+    int16_t code;
+    int32_t syscall;
+    uint32_t arch;
+    uint64_t address;
+    uint64_t rip;
+};
+
+static struct params params;
+static unsigned char signal_stack[16384] __attribute__((aligned(16)));
+
+static long sys6(long n, long a, long b, long c, long d, long e, long f) {
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long result;
+    __asm__ volatile("syscall"
+                     : "=a"(result)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return result;
+}
+
+#define SYS_PREAD64 17
+#define SYS_MMAP 9
+#define SYS_MPROTECT 10
+#define SYS_RT_SIGACTION 13
+#define SYS_SIGALTSTACK 131
+#define SYS_PRCTL 157
+#define SYS_SETRLIMIT 160
+#define SYS_EXIT_GROUP 231
+#define SYS_CLOSE_RANGE 436
+#define SYS_SECCOMP 317
+
+__attribute__((noreturn)) static void leave(int status) {
+    for (;;) sys6(SYS_EXIT_GROUP, status, 0, 0, 0, 0, 0);
+}
+
+static void check(long result, int step) {
+    if (result < 0) leave(SETUP_STATUS_BASE + step);
+}
+
+/* SIGSYS (from the filter) and faults: report, then exit. Runs on the
+ * alternate stack, so a function with a wild stack pointer is still seen. */
+static void on_signal(int signal, void *info_raw, void *context_raw) {
+    const unsigned char *info = info_raw;
+    const unsigned char *context = context_raw;
+    struct report *report = (struct report *)params.report_address;
+    report->signal = (uint16_t)signal;
+    report->code = (int16_t) * (const int32_t *)(info + 8);
+    report->address = *(const uint64_t *)(info + 16); /* si_addr or si_call_addr */
+    report->syscall = *(const int32_t *)(info + 24);  /* SIGSYS only */
+    report->arch = *(const uint32_t *)(info + 28);    /* SIGSYS only */
+    report->rip = *(const uint64_t *)(context + 168); /* uc_mcontext.gregs[REG_RIP] */
+    report->magic = REPORT_MAGIC;
+    leave(REPORT_STATUS);
+}
+
+struct kernel_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
+
+#define SA_SIGINFO 4
+#define SA_ONSTACK 0x08000000
+#define SA_RESTORER 0x04000000
+
+static void restore(void) { leave(REPORT_STATUS); }
+
+__attribute__((used, noreturn)) void runner_main(void) {
+    check(sys6(SYS_PREAD64, 3, (long)&params, sizeof params, 0, 0, 0), 0);
+    if (params.magic != PARAMS_MAGIC || params.segment_count > MAX_SEGMENTS ||
+        params.filter_length == 0 || params.filter_length > MAX_FILTER ||
+        params.context_size <= FUNCTION_BASE)
+        leave(SETUP_STATUS_BASE + 1);
+
+    /* 1. The context, at its own addresses. PROT_READ|WRITE, MAP_SHARED|MAP_FIXED_NOREPLACE. */
+    long mapped = sys6(SYS_MMAP, FUNCTION_BASE, params.context_size - FUNCTION_BASE, 3,
+                       0x01 | 0x100000, 3, FUNCTION_BASE);
+    if (mapped != (long)FUNCTION_BASE) leave(SETUP_STATUS_BASE + 2);
+    for (uint64_t i = 0; i < params.segment_count; i++)
+        check(sys6(SYS_MPROTECT, params.segments[i].address, params.segments[i].length,
+                   params.segments[i].protection, 0, 0, 0), 3);
+
+    /* 2. No descriptors, no CPU beyond the budget, no core dumps or files, not dumpable. */
+    check(sys6(SYS_CLOSE_RANGE, 0, ~0UL, 0, 0, 0, 0), 4);
+    uint64_t cpu[2] = {params.cpu_seconds, params.cpu_seconds + 1};
+    check(sys6(SYS_SETRLIMIT, 0 /* RLIMIT_CPU */, (long)cpu, 0, 0, 0, 0), 5);
+    uint64_t zero[2] = {0, 0};
+    check(sys6(SYS_SETRLIMIT, 4 /* RLIMIT_CORE */, (long)zero, 0, 0, 0, 0), 5);
+    check(sys6(SYS_SETRLIMIT, 1 /* RLIMIT_FSIZE */, (long)zero, 0, 0, 0, 0), 5);
+    check(sys6(SYS_PRCTL, 4 /* PR_SET_DUMPABLE */, 0, 0, 0, 0, 0), 5);
+
+    /* 3. Reports for the filter's SIGSYS and for faults. */
+    uint64_t stack[3] = {(uint64_t)signal_stack, 0, sizeof signal_stack};
+    check(sys6(SYS_SIGALTSTACK, (long)stack, 0, 0, 0, 0, 0), 6);
+    struct kernel_sigaction action = {(void *)on_signal, SA_SIGINFO | SA_ONSTACK | SA_RESTORER,
+                                      (void *)restore, ~0ULL};
+    static const int reported[] = {31 /* SIGSYS */, 11 /* SIGSEGV */, 7 /* SIGBUS */,
+                                   4 /* SIGILL */,  8 /* SIGFPE */,  5 /* SIGTRAP */};
+    for (unsigned i = 0; i < sizeof reported / sizeof reported[0]; i++)
+        check(sys6(SYS_RT_SIGACTION, reported[i], (long)&action, 0, 8, 0, 0), 6);
+
+    /* 4. Confinement, then the function. */
+    check(sys6(SYS_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0), 7);
+    struct {
+        uint16_t length;
+        struct sock_filter *filter;
+    } program = {(uint16_t)params.filter_length, params.filter};
+    check(sys6(SYS_SECCOMP, 1 /* SECCOMP_SET_MODE_FILTER */, 0, (long)&program, 0, 0, 0), 8);
+
+    __asm__ volatile(
+        "mov %0, %%rsp\n"
+        "mov %1, %%r15\n"
+        "xor %%eax, %%eax\n xor %%ebx, %%ebx\n xor %%ecx, %%ecx\n xor %%edx, %%edx\n"
+        "xor %%esi, %%esi\n xor %%edi, %%edi\n xor %%ebp, %%ebp\n"
+        "xor %%r8d, %%r8d\n xor %%r9d, %%r9d\n xor %%r10d, %%r10d\n xor %%r11d, %%r11d\n"
+        "xor %%r12d, %%r12d\n xor %%r13d, %%r13d\n xor %%r14d, %%r14d\n"
+        "jmp *%%r15\n"
+        :
+        : "r"(params.stack), "r"(params.entry)
+        : "memory");
+    __builtin_unreachable();
+}
+
+__asm__(
+    ".text\n"
+    ".global _start\n"
+    "_start:\n"
+    "    and $-16, %rsp\n"
+    "    call runner_main\n"
+    "    hlt\n");
