@@ -262,6 +262,24 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sdk(args: argparse.Namespace) -> int:
+    from pappus import sdk
+    from pappus.toolchain import ToolchainError
+
+    if args.action == "path":
+        print(sdk.sdk_root())
+        return EXIT_OK
+    sources = [Path(source) for source in args.sources]
+    output = Path(args.output) if args.output else sources[0].with_suffix("")
+    try:
+        sdk.build_function(sources, output)
+    except ToolchainError as exc:
+        raise UsageError(str(exc)) from exc
+    err.print(f"built {output} (process engine: pappus function add NAME {output} "
+              "--engine process)")
+    return EXIT_OK
+
+
 # -- parser ---------------------------------------------------------------------
 
 
@@ -333,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="compile a C file to a wasm function (clang)")
     build.add_argument("source")
     build.add_argument("-o", "--output")
+
+    sdk = commands.add_parser("sdk", help="the process engine's function SDK")
+    sdk_actions = sdk.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sdk_build = sdk_actions.add_parser(
+        "build", help="compile C files into a process-engine function (system C compiler)")
+    sdk_build.add_argument("sources", nargs="+", metavar="SOURCE")
+    sdk_build.add_argument("-o", "--output", help="output file (default: first source minus .c)")
+    sdk_actions.add_parser("path", help="print the SDK directory (headers, runtime, examples)")
     return parser
 
 
@@ -346,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "build":
             return cmd_build(args)
+        if args.command == "sdk":
+            return cmd_sdk(args)
         with Client(args.url) as client:
             handler = {"function": cmd_function, "composition": cmd_composition,
                        "invoke": cmd_invoke}[args.command]

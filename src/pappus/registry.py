@@ -176,6 +176,13 @@ class Registry:
         memory = self._positive("memory_bytes", request.memory_bytes, self.default_memory_bytes)
         if request.context_size is not None and request.context_size <= 0:
             raise BadRequest("context_size must be positive", field="context_size")
+        if request.context_size is not None:
+            if request.memory_bytes is None:
+                memory = max(memory, request.context_size)  # a Dandelion client's only bound
+            elif request.context_size > memory:
+                raise BadRequest(f"context_size {request.context_size} exceeds memory_bytes "
+                                 f"{memory}: the context is the function's memory",
+                                 field="context_size")
         sha256 = hashlib.sha256(request.binary).hexdigest()
         with self._lock:
             self._reserve(name)

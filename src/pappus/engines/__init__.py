@@ -28,7 +28,20 @@ if TYPE_CHECKING:
 
 
 def create_engines(settings: Settings) -> dict[str, Engine]:
-    """Instantiate every engine available on this machine, by registration name."""
+    """Instantiate every engine available on this machine, by registration name.
+
+    ``process`` needs Linux on x86-64 (its ABI and seccomp filter are
+    x86-64's); elsewhere it is simply absent, and registering a function for
+    it names the engines that are available.
+    """
+    import platform
+    import sys
+
     from pappus.engines.wasm import WasmEngine
 
-    return {"wasm": WasmEngine()}
+    engines: dict[str, Engine] = {"wasm": WasmEngine()}
+    if sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64"):
+        from pappus.engines.process import ProcessEngine
+
+        engines["process"] = ProcessEngine(settings.resolved_data_dir / "runner")
+    return engines

@@ -22,6 +22,7 @@ files; a general parser's exceptions on malformed input are not a contract.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 
@@ -152,7 +153,7 @@ def _load_segments(binary: bytes, phoff: int, phentsize: int, phnum: int) -> lis
     if not segments:
         raise _refuse("no loadable segment")
     ordered = sorted(segments, key=lambda s: s.address)
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         if before.page_range[1] > after.page_range[0]:
             raise _refuse(f"segments at {before.address:#x} and {after.address:#x} overlap or "
                           "share a page")

@@ -45,7 +45,7 @@ from pappus.engines.base import (
     Limits,
 )
 from pappus.engines.process import layout
-from pappus.engines.process.elf import FUNCTION_BASE, PAGE, FunctionImage, load_image
+from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
 from pappus.engines.process.outcome import RunnerExit, classify_exit
 from pappus.engines.process.policy import compile_filter, filter_bytes
 from pappus.engines.process.runner import ensure_runner
@@ -163,8 +163,9 @@ class ProcessEngine(Engine):
         started = time.perf_counter()
         spec = artifact.spec
         size = self._context_size(artifact, limits)
-        context = layout.build_context(artifact.image, artifact.static, inputs, spec.input_sets,
-                                       spec.output_sets, size)
+        context = layout.build_context(artifact.image, artifact.static, inputs,
+                                       input_names=spec.input_sets,
+                                       output_names=spec.output_sets, size=size)
         memfd = _context_memfd(self._params(artifact, context, limits), context)
         try:
             pid = os.posix_spawn(self._runner_path(), ["pappus-runner"], {},

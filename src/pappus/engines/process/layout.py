@@ -19,6 +19,7 @@ violation as :class:`~pappus.errors.BadOutput` naming it.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ class _Writer:
         return address
 
 
-def build_context(image: FunctionImage, static: bytes, inputs: Sequence[DataSet | None],
+def build_context(image: FunctionImage, static: bytes, inputs: Sequence[DataSet | None], *,
                   input_names: Sequence[str], output_names: Sequence[str],
                   size: int) -> Context:
     """Lay out ``inputs`` after the image and fill in the system data (reference §4.2)."""
@@ -184,7 +185,7 @@ def read_outputs(read: Reader, context: Context, image: FunctionImage,
     if total > MAX_OUTPUT_ITEMS:
         raise BadOutput(f"the function claims {total} output items; at most "
                         f"{MAX_OUTPUT_ITEMS} are allowed", items=total)
-    if offsets[0] != 0 or any(a > b for a, b in zip(offsets, offsets[1:], strict=False)):
+    if offsets[0] != 0 or any(a > b for a, b in itertools.pairwise(offsets)):
         raise BadOutput(f"output set offsets {offsets[:8]} are not ascending from 0",
                         offsets=offsets[:8])
     if total == 0:
@@ -195,7 +196,8 @@ def read_outputs(read: Reader, context: Context, image: FunctionImage,
     for index, set_name in enumerate(output_names):
         items: list[Item] = []
         for position in range(offsets[index], offsets[index + 1]):
-            ident, ident_len, data, data_len, key = BUFFER.unpack_from(table, BUFFER.size * position)
+            ident, ident_len, data, data_len, key = BUFFER.unpack_from(
+                table, BUFFER.size * position)
             where = f"output item {position} of set {set_name!r}"
             if data_len + ident_len > budget:
                 raise BadOutput(f"{where} claims {data_len} bytes (name {ident_len}); the outputs "

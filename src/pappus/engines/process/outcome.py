@@ -67,7 +67,8 @@ def classify_exit(function: str, run: RunnerExit) -> None:
     if code == REPORT_STATUS and len(run.report) == REPORT.size:
         magic, number, si_code, syscall, arch, address, rip = REPORT.unpack(run.report)
         if magic == REPORT_MAGIC:
-            _raise_reported(function, number, si_code, syscall, arch, address, rip)
+            _raise_reported(function, number, si_code, syscall=syscall, arch=arch,
+                            address=address, rip=rip)
     if code >= SETUP_STATUS_BASE:
         step = SETUP_STEPS[code - SETUP_STATUS_BASE] if (
             code - SETUP_STATUS_BASE < len(SETUP_STEPS)) else f"step {code - SETUP_STATUS_BASE}"
@@ -79,7 +80,7 @@ def classify_exit(function: str, run: RunnerExit) -> None:
                              function=function, exit_code=code)
 
 
-def _raise_reported(function: str, number: int, si_code: int, syscall: int, arch: int,
+def _raise_reported(function: str, number: int, si_code: int, *, syscall: int, arch: int,
                     address: int, rip: int) -> None:
     if number == signal.SIGSYS and si_code == SYS_SECCOMP:
         name = syscall_name(syscall, arch)

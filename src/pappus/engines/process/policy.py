@@ -155,7 +155,8 @@ def policy_markdown(policy: tuple[Rule, ...] = POLICY) -> str:
     for rule in policy:
         when = ", ".join(c.describe() for c in rule.conditions) or "always"
         lines.append(f"| `{rule.name}` | {rule.number} | {when} | {rule.why} |")
-    lines.append("| any other x86-64 call | | never: SIGSYS → `forbidden_syscall` | deny by default |")
+    lines.append("| any other x86-64 call | | never: SIGSYS → `forbidden_syscall` "
+                 "| deny by default |")
     lines.append("| x32 calls (number bit 30) | | never | not our ABI |")
     lines.append("| i386 calls (`int 0x80`), any other architecture | | never | not our ABI |")
     return "\n".join(lines) + "\n"

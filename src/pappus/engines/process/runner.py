@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
 
+from pappus import sdk
 from pappus.errors import EngineUnavailable
+from pappus.toolchain import ToolchainError
 
 RUNNER_ADDRESS = 0x7E00_0000_0000
 """Where the runner's text starts (well below the kernel's stack and mmap area)."""
@@ -47,13 +48,12 @@ def runner_source() -> bytes:
 
 
 def find_compiler() -> str:
-    """The C compiler to use: ``$CC``, else ``cc``, ``gcc`` or ``clang`` on ``PATH``."""
-    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if candidate and shutil.which(candidate):
-            return candidate
-    raise EngineUnavailable(
-        "the process engine needs a C compiler once, to build its 64 KiB runner: "
-        "install gcc (Debian: apt-get install gcc) or set CC", engine="process")
+    """The C compiler to use (see :func:`pappus.sdk.find_compiler`)."""
+    try:
+        return sdk.find_compiler()
+    except ToolchainError as exc:
+        raise EngineUnavailable(f"the process engine needs a C compiler once, to build its "
+                                f"small runner: {exc}", engine="process") from exc
 
 
 def ensure_runner(cache_dir: Path) -> Path:
