@@ -6,9 +6,11 @@
 * **Invocation**: lay the inputs out in a new context (:mod:`.layout`) held
   by a memfd; write the runner's parameters (segment protections, limits,
   the seccomp program from :mod:`.policy`) into the context's private first
-  64 KiB; ``posix_spawn`` the runner with the memfd as descriptor 3 and an
-  empty environment. The server is never forked, so nothing of its memory
-  reaches the function; the runner maps only the context.
+  64 KiB; hand the memfd to a runner that was ``posix_spawn``-ed with an
+  empty environment, usually ahead of time by the warm pool (:mod:`.pool`),
+  and is used for this one invocation only. The server is never forked, so
+  nothing of its memory reaches the function; the runner maps only the
+  context.
 * **Deadline**: the engine waits on a pidfd until the deadline and then
   kills the process (``SIGKILL``) — no cooperation needed. ``RLIMIT_CPU``
   (deadline + 1 s) is a second, independent bound.
@@ -30,6 +32,7 @@ import math
 import os
 import select
 import signal
+import socket
 import struct
 import threading
 import time
@@ -48,6 +51,7 @@ from pappus.engines.process import layout
 from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
 from pappus.engines.process.outcome import RunnerExit, classify_exit
 from pappus.engines.process.policy import compile_filter, filter_bytes
+from pappus.engines.process.pool import Runner, RunnerPool, start_runner
 from pappus.engines.process.runner import ensure_runner
 from pappus.errors import InvalidBinary, OutOfMemory, SandboxError
 from pappus.model import DataSet
@@ -59,6 +63,8 @@ MAX_FILTER = 6000
 PARAMS_MAGIC = 0x3152554E52505050
 SDK_EXIT_OUT_OF_MEMORY = 259
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+DEFAULT_WARM_RUNNERS = 2
+"""Runners kept started ahead of time (one per compute slot on a 2-core machine)."""
 
 
 def default_runner_dir() -> Path:
@@ -93,9 +99,11 @@ class ProcessEngine(Engine):
 
     name = "process"
 
-    def __init__(self, runner_dir: Path | None = None) -> None:
+    def __init__(self, runner_dir: Path | None = None, *,
+                 warm_runners: int = DEFAULT_WARM_RUNNERS) -> None:
         self._runner_dir = runner_dir or default_runner_dir()
         self._runner: str | None = None
+        self.pool = RunnerPool(self._runner_path, warm_runners)
         self._filter = filter_bytes(compile_filter())
         if len(self._filter) // 8 > MAX_FILTER:
             raise ValueError("the seccomp program is longer than the runner accepts")
@@ -106,7 +114,7 @@ class ProcessEngine(Engine):
 
     def __repr__(self) -> str:
         return (f"<ProcessEngine prepared={self._prepared} invocations={self._invocations} "
-                f"failures={self._failures}>")
+                f"failures={self._failures} pool={self.pool!r}>")
 
     def _runner_path(self) -> str:
         if self._runner is None:
@@ -168,11 +176,9 @@ class ProcessEngine(Engine):
                                        output_names=spec.output_sets, size=size)
         memfd = _context_memfd(self._params(artifact, context, limits), context)
         try:
-            pid = os.posix_spawn(self._runner_path(), ["pappus-runner"], {},
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, memfd, 3)],
-                                 setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+            runner = self._hand_over(memfd)
             spawned = time.perf_counter()
-            status, killed = _wait(pid, limits.deadline)
+            status, killed = _wait(runner, limits.deadline)
             finished = time.perf_counter()
 
             def read(address: int, length: int) -> bytes:
@@ -191,6 +197,18 @@ class ProcessEngine(Engine):
             "run": (finished - spawned) * 1e6,
             "output": (done - finished) * 1e6,
         })
+
+    def _hand_over(self, memfd: int) -> Runner:
+        """Give the context to a started runner (a fresh one if a waiting one died)."""
+        runner = self.pool.take()
+        try:
+            socket.send_fds(runner.channel, [b"c"], [memfd])
+        except OSError:
+            runner.discard()  # killed while it waited (e.g. by an administrator)
+            runner = start_runner(self._runner_path())
+            socket.send_fds(runner.channel, [b"c"], [memfd])
+        runner.channel.close()
+        return runner
 
     def _finish(self, spec: FunctionSpec, run: RunnerExit, limits: Limits,
                 read: layout.Reader, artifact: ProcessArtifact) -> int:
@@ -222,24 +240,20 @@ class ProcessEngine(Engine):
                                     self._failures, mean)
 
     def close(self) -> None:
-        """Refuse further invocations. Idempotent; running ones finish."""
+        """Refuse further invocations and end the warm runners. Idempotent."""
         self._closed = True
+        self.pool.close()
 
 
-_DEFAULT_SIGNALS = (signal.SIGSYS, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
-                    signal.SIGTRAP, signal.SIGXCPU, signal.SIGPIPE, signal.SIGINT,
-                    signal.SIGTERM)
-"""Signals reset to their default action in the child (the server may handle or ignore them)."""
+# No ``setsigdef``: exec already resets caught signals, the runner installs its own
+# handlers for the faults it reports, and glibc would spend ~64 rt_sigaction calls on it.
+# ``setsigmask=()`` unblocks everything (a blocked SIGXCPU would defeat RLIMIT_CPU's soft limit).
 
 
 def _context_memfd(params: bytes, context: layout.Context) -> int:
     """A memfd holding the context: parameters at 0, the image and inputs at 0x10000."""
     fd = os.memfd_create("pappus-context", os.MFD_CLOEXEC)
     try:
-        if fd == 3:  # dup2(3, 3) would keep close-on-exec set: move it out of the way
-            moved = _dup_above(fd)
-            os.close(fd)
-            fd = moved
         os.ftruncate(fd, context.size)
         os.pwrite(fd, params, 0)
         os.pwrite(fd, context.data, FUNCTION_BASE)
@@ -249,21 +263,10 @@ def _context_memfd(params: bytes, context: layout.Context) -> int:
     return fd
 
 
-def _dup_above(fd: int) -> int:
-    import fcntl
-
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-
-
-def _wait(pid: int, deadline: float) -> tuple[int, bool]:
-    """Wait for ``pid`` until ``deadline``; kill it then. Returns (wait status, killed by us)."""
+def _wait(runner: Runner, deadline: float) -> tuple[int, bool]:
+    """Wait for ``runner`` until ``deadline``; kill it then. Returns (wait status, killed by us)."""
     killed = False
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        raise
+    pid, pidfd = runner.pid, runner.pidfd
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)

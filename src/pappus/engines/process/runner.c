@@ -3,7 +3,9 @@
  *
  * The worker starts this static, libc-free program with posix_spawn (never
  * fork: the worker's memory must not be inherited), with an empty
- * environment and the invocation's context as a memfd on descriptor 3. The
+ * environment and one end of a socket pair on descriptor 3, usually ahead
+ * of time (a warm pool). An invocation sends the context — a memfd — over
+ * that socket; end-of-file instead means "not needed, exit". The
  * first 64 KiB of the context (below the function's lowest address,
  * 0x10000) hold the parameters the worker prepared: segment protections,
  * limits and the seccomp filter it generated. The runner
@@ -84,6 +86,7 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
     return result;
 }
 
+#define SYS_RECVMSG 47
 #define SYS_PREAD64 17
 #define SYS_MMAP 9
 #define SYS_MPROTECT 10
@@ -132,16 +135,47 @@ struct kernel_sigaction {
 
 static void restore(void) { leave(REPORT_STATUS); }
 
+/* Wait for the context descriptor (SCM_RIGHTS) on the socket, descriptor 3. */
+static int receive_context(void) {
+    char byte;
+    uint64_t iov[2] = {(uint64_t)&byte, 1};
+    uint64_t control[3] = {0, 0, 0}; /* CMSG_SPACE(sizeof(int)) == 24 */
+    struct {
+        void *name;
+        uint32_t name_len, pad0;
+        void *iov;
+        uint64_t iov_len;
+        void *control;
+        uint64_t control_len;
+        int32_t flags, pad1;
+    } message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
+    long received = sys6(SYS_RECVMSG, 3, (long)&message, 0x40000000 /* MSG_CMSG_CLOEXEC */,
+                         0, 0, 0);
+    if (received <= 0) leave(0); /* the worker closed the pool: not needed */
+    const uint32_t *header = (const uint32_t *)control; /* len (8 bytes), level, type */
+    if (control[0] < 20 || header[2] != 1 /* SOL_SOCKET */ || header[3] != 1 /* SCM_RIGHTS */)
+        leave(SETUP_STATUS_BASE);
+    return (int)header[4];
+}
+
 __attribute__((used, noreturn)) void runner_main(void) {
-    check(sys6(SYS_PREAD64, 3, (long)&params, sizeof params, 0, 0, 0), 0);
+    const int context_fd = receive_context();
+    /* The fixed part first, then only as much of the filter as there is
+     * (each page read is a page fault in our bss). */
+    const size_t fixed = offsetof(struct params, filter);
+    check(sys6(SYS_PREAD64, context_fd, (long)&params, fixed, 0, 0, 0), 0);
     if (params.magic != PARAMS_MAGIC || params.segment_count > MAX_SEGMENTS ||
         params.filter_length == 0 || params.filter_length > MAX_FILTER ||
         params.context_size <= FUNCTION_BASE)
         leave(SETUP_STATUS_BASE + 1);
+    const size_t filter_bytes = params.filter_length * sizeof(struct sock_filter);
+    if (sys6(SYS_PREAD64, context_fd, (long)params.filter, filter_bytes, fixed, 0, 0) !=
+        (long)filter_bytes)
+        leave(SETUP_STATUS_BASE);
 
     /* 1. The context, at its own addresses. PROT_READ|WRITE, MAP_SHARED|MAP_FIXED_NOREPLACE. */
     long mapped = sys6(SYS_MMAP, FUNCTION_BASE, params.context_size - FUNCTION_BASE, 3,
-                       0x01 | 0x100000, 3, FUNCTION_BASE);
+                       0x01 | 0x100000, context_fd, FUNCTION_BASE);
     if (mapped != (long)FUNCTION_BASE) leave(SETUP_STATUS_BASE + 2);
     for (uint64_t i = 0; i < params.segment_count; i++)
         check(sys6(SYS_MPROTECT, params.segments[i].address, params.segments[i].length,
