@@ -21,7 +21,7 @@ from pappus.toolchain import ToolchainError
 BUILD_TIMEOUT_S = 120.0
 FLAGS: tuple[str, ...] = (
     "-static", "-nostdlib", "-ffreestanding", "-fno-pie", "-no-pie", "-fno-stack-protector",
-    "-fno-builtin", "-fno-tree-loop-distribute-patterns", "-fno-asynchronous-unwind-tables",
+    "-fno-builtin", "-fno-asynchronous-unwind-tables",
     "-mno-red-zone", "-O2", "-Wall", "-Wextra",
     # The ABI: context offset == address, lowest address 0x10000, no W+X segment.
     "-Wl,-Ttext-segment=0x10000", "-Wl,-z,noexecstack", "-Wl,-z,separate-code",
@@ -51,6 +51,25 @@ def find_compiler() -> str:
     raise ToolchainError("no C compiler found: install gcc (Debian: apt-get install gcc) or set CC")
 
 
+def is_clang(compiler: str) -> bool:
+    """Whether ``compiler`` is clang (which lacks some GCC-only flags)."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                             check=False, timeout=BUILD_TIMEOUT_S).stdout
+    return "clang" in version
+
+
+def dialect_flags(compiler: str) -> tuple[str, ...]:
+    """Flags only one compiler family understands.
+
+    GCC turns byte loops into calls to ``memcpy``/``memset`` even with
+    ``-fno-builtin`` — inside our own ``memcpy`` that would recurse forever;
+    clang honours ``-fno-builtin`` for this already.
+    """
+    if is_clang(compiler):
+        return ("-Wno-unused-command-line-argument",)  # clang ignores -no-pie with -static
+    return ("-fno-tree-loop-distribute-patterns",)
+
+
 def build_function(sources: Sequence[Path], output: Path,
                    extra_flags: Sequence[str] = ()) -> None:
     """Compile ``sources`` (C files) and the SDK runtime into the function ``output``."""
@@ -58,7 +77,8 @@ def build_function(sources: Sequence[Path], output: Path,
         if not Path(source).is_file():
             raise ToolchainError(f"source file {source} does not exist")
     root = sdk_root()
-    command = [find_compiler(), *FLAGS, f"-I{root / 'include'}", *extra_flags,
+    compiler = find_compiler()
+    command = [compiler, *FLAGS, *dialect_flags(compiler), f"-I{root / 'include'}", *extra_flags,
                *(str(s) for s in sources), str(root / "runtime" / "start.c"), "-o", str(output)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False,

@@ -256,7 +256,9 @@ def _context_memfd(params: bytes, context: layout.Context) -> int:
     try:
         os.ftruncate(fd, context.size)
         os.pwrite(fd, params, 0)
-        os.pwrite(fd, context.data, FUNCTION_BASE)
+        os.pwrite(fd, context.image, FUNCTION_BASE)
+        if context.inputs:
+            os.pwrite(fd, context.inputs, context.inputs_address)
     except BaseException:
         os.close(fd)
         raise

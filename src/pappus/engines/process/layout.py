@@ -54,8 +54,15 @@ def context_size_for(requested: int) -> int:
 
 
 def image_bytes(image: FunctionImage) -> bytes:
-    """The static image as the bytes of ``[FUNCTION_BASE, image.end)`` (bss and gaps zero)."""
-    buffer = bytearray(image.end - FUNCTION_BASE)
+    """The file-backed part of the image: ``[FUNCTION_BASE, end of the last file bytes)``.
+
+    It also covers the system data (which the engine fills in, even if it is
+    in bss). Zero-filled memory beyond it (bss) is not materialised: the
+    context starts zeroed, so a binary claiming a huge bss costs nothing here.
+    """
+    end = max([s.address + len(s.data) for s in image.segments]
+              + [image.system_data_address + SYSTEM_DATA.size])
+    buffer = bytearray(end - FUNCTION_BASE)
     for segment in image.segments:
         start = segment.address - FUNCTION_BASE
         buffer[start:start + len(segment.data)] = segment.data
@@ -64,23 +71,27 @@ def image_bytes(image: FunctionImage) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """A context ready to map: ``data`` belongs at ``FUNCTION_BASE``; the rest is zero."""
+    """A context ready to map: ``image`` belongs at ``FUNCTION_BASE`` and ``inputs`` at
+    ``inputs_address``; everything else is zero."""
 
     size: int
-    data: bytes
+    image: bytes
+    inputs_address: int
+    inputs: bytes
     output_sets_address: int
     heap_begin: int
 
 
 class _Writer:
-    """Appends objects after the static image, tracking their addresses."""
+    """Appends objects from ``start`` on, tracking their addresses."""
 
-    def __init__(self, static: bytes) -> None:
-        self.buffer = bytearray(static)
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.buffer = bytearray()
 
     @property
     def address(self) -> int:
-        return FUNCTION_BASE + len(self.buffer)
+        return self.start + len(self.buffer)
 
     def put(self, data: bytes, alignment: int) -> int:
         if not data:
@@ -95,8 +106,15 @@ class _Writer:
 def build_context(image: FunctionImage, static: bytes, inputs: Sequence[DataSet | None], *,
                   input_names: Sequence[str], output_names: Sequence[str],
                   size: int) -> Context:
-    """Lay out ``inputs`` after the image and fill in the system data (reference §4.2)."""
-    writer = _Writer(static)
+    """Lay out ``inputs`` after the image and fill in the system data (reference §4.2).
+
+    ``static`` is :func:`image_bytes` of ``image``.
+    """
+    if image.end + MIN_FREE_BYTES + HEAP_END_OFFSET > size:
+        raise OutOfMemory(f"the {image.end - FUNCTION_BASE}-byte image does not fit a "
+                          f"{size}-byte context with room for heap and stack; raise the memory "
+                          "bound", memory_bytes=size)
+    writer = _Writer(image.end)
     buffers: list[bytes] = []
     offsets: list[int] = []
     item_positions: list[tuple[int, int, int]] = []  # data address, length, key
@@ -137,8 +155,10 @@ def build_context(image: FunctionImage, static: bytes, inputs: Sequence[DataSet 
                                    input_sets_address, len(output_names), output_sets_address,
                                    input_bufs_address, 0)
     offset = image.system_data_address - FUNCTION_BASE
-    writer.buffer[offset:offset + SYSTEM_DATA.size] = system_data
-    return Context(size, bytes(writer.buffer), output_sets_address, heap_begin)
+    patched = bytearray(static)
+    patched[offset:offset + SYSTEM_DATA.size] = system_data
+    return Context(size, bytes(patched), image.end, bytes(writer.buffer), output_sets_address,
+                   heap_begin)
 
 
 Reader = Callable[[int, int], bytes]

@@ -124,10 +124,12 @@ def compile_filter(policy: tuple[Rule, ...] = POLICY) -> list[Instruction]:
         emit(_RET_K, SECCOMP_RET_ALLOW)
         labels[skip] = len(program)
         emit(_LD_W_ABS, _NR)  # the conditions replaced the number: reload it
-    labels["allow"] = len(program)
-    emit(_RET_K, SECCOMP_RET_ALLOW)
+    # Deny comes first: it is where the last rule falls through to. Allow is
+    # reached only by an explicit jump.
     labels["deny"] = len(program)
     emit(_RET_K, SECCOMP_RET_TRAP)
+    labels["allow"] = len(program)
+    emit(_RET_K, SECCOMP_RET_ALLOW)
     for index, (on_true, on_false) in jumps.items():
         instruction = program[index]
         program[index] = Instruction(instruction.code, _offset(labels, index, on_true),

@@ -188,6 +188,9 @@ __attribute__((used, noreturn)) void runner_main(void) {
     uint64_t zero[2] = {0, 0};
     check(sys6(SYS_SETRLIMIT, 4 /* RLIMIT_CORE */, (long)zero, 0, 0, 0, 0), 5);
     check(sys6(SYS_SETRLIMIT, 1 /* RLIMIT_FSIZE */, (long)zero, 0, 0, 0, 0), 5);
+    /* The kernel-made stack the runner started on stays mapped; stop it growing. */
+    uint64_t stack_limit[2] = {256 * 1024, 256 * 1024};
+    check(sys6(SYS_SETRLIMIT, 3 /* RLIMIT_STACK */, (long)stack_limit, 0, 0, 0, 0), 5);
     check(sys6(SYS_PRCTL, 4 /* PR_SET_DUMPABLE */, 0, 0, 0, 0, 0), 5);
 
     /* 3. Reports for the filter's SIGSYS and for faults. */

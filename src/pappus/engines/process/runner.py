@@ -34,7 +34,7 @@ RUNNER_ADDRESS = 0x7E00_0000_0000
 # at run time (there is no dynamic loader).
 COMPILE_FLAGS = (
     "-static", "-nostdlib", "-ffreestanding", "-fpie", "-no-pie", "-fno-stack-protector",
-    "-fno-builtin", "-fno-tree-loop-distribute-patterns", "-fno-asynchronous-unwind-tables",
+    "-fno-builtin", "-fno-asynchronous-unwind-tables",
     "-O2", "-Wall", "-Werror", f"-Wl,-Ttext-segment={RUNNER_ADDRESS:#x}",
     "-Wl,-z,noexecstack", "-Wl,--build-id=none",
 )
@@ -61,7 +61,8 @@ def ensure_runner(cache_dir: Path) -> Path:
     compiler = find_compiler()
     version = subprocess.run([compiler, "--version"], capture_output=True, check=False).stdout
     source = runner_source()
-    key = hashlib.sha256(b"\0".join([source, " ".join(COMPILE_FLAGS).encode(), version]))
+    flags = (*COMPILE_FLAGS, *sdk.dialect_flags(compiler))
+    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version]))
     target = cache_dir / f"runner-{key.hexdigest()[:16]}"
     if target.exists():
         return target
@@ -73,7 +74,7 @@ def ensure_runner(cache_dir: Path) -> Path:
             source_path = Path(scratch) / "runner.c"
             source_path.write_bytes(source)
             output = Path(scratch) / "runner"
-            built = subprocess.run([compiler, *COMPILE_FLAGS, str(source_path), "-o", str(output)],
+            built = subprocess.run([compiler, *flags, str(source_path), "-o", str(output)],
                                    capture_output=True, text=True, check=False)
             if built.returncode != 0:
                 raise EngineUnavailable(

@@ -1,0 +1,95 @@
+"""Fixtures for the process-engine tests: real runners, real C functions, no mocks.
+
+The tests need Linux on x86-64 (seccomp, memfd, pidfd, x86-64 ELF) and a C
+compiler (the SDK build and the engine's runner); without them the whole
+directory is skipped, saying which is missing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import platform
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pappus.engines.process import ProcessArtifact, ProcessEngine
+from pappus.toolchain import ToolchainError
+from tests.engines.process.support import HOSTILE_OUTPUTS, prepare
+
+SOURCES = Path(__file__).parent.parent.parent / "functions" / "process"
+
+
+def _unsupported() -> str | None:
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return (f"the process engine needs Linux on x86-64 (this is {sys.platform} "
+                f"{platform.machine()})")
+    from pappus import sdk
+
+    try:
+        sdk.find_compiler()
+    except ToolchainError as exc:
+        return f"the process engine tests need a C compiler: {exc}"
+    return None
+
+
+UNSUPPORTED = _unsupported()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _process_engine_supported() -> None:
+    if UNSUPPORTED is not None:
+        pytest.skip(UNSUPPORTED)
+
+
+@pytest.fixture(scope="session")
+def process_functions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """tests/functions/process/*.c and the SDK's matmul example, built by file stem."""
+    from pappus import sdk
+
+    out = tmp_path_factory.mktemp("process-functions")
+    sources = [*sorted(SOURCES.glob("*.c")), sdk.example_source("matmul")]
+
+    def build(source: Path) -> tuple[str, bytes]:
+        target = out / source.stem
+        sdk.build_function([source], target)
+        return source.stem, target.read_bytes()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            return dict(pool.map(build, sources))
+    except ToolchainError as exc:
+        pytest.fail(f"cannot build the process test functions: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def runner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One runner cache for the session, so the runner is compiled once."""
+    return tmp_path_factory.mktemp("process-runner")
+
+
+@pytest.fixture(scope="module")
+def process_engine(runner_dir: Path) -> Iterator[ProcessEngine]:
+    engine = ProcessEngine(runner_dir)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def cold_engine(runner_dir: Path) -> Iterator[ProcessEngine]:
+    """An engine without warm runners: every process it starts is one invocation's."""
+    engine = ProcessEngine(runner_dir, warm_runners=0)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def hostile(process_engine: ProcessEngine, process_functions: dict[str, bytes]) -> ProcessArtifact:
+    return prepare(process_engine, "hostile", process_functions["hostile"], HOSTILE_OUTPUTS)
+
+
+@pytest.fixture(scope="module")
+def matmul(process_engine: ProcessEngine, process_functions: dict[str, bytes]) -> ProcessArtifact:
+    return prepare(process_engine, "matmul", process_functions["matmul"])

@@ -1,0 +1,204 @@
+"""The seccomp program generated from the policy: its structure, and what it decides.
+
+A small classic-BPF interpreter runs the generated program on ``struct
+seccomp_data`` values, so the tests check the filter's decisions (the
+program the kernel will run), not just its shape.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from pappus.engines.process.engine import MAX_FILTER
+from pappus.engines.process.policy import (
+    ARCH_SET_FS,
+    POLICY,
+    SECCOMP_RET_ALLOW,
+    SECCOMP_RET_TRAP,
+    ArgumentEquals,
+    Instruction,
+    Rule,
+    compile_filter,
+    filter_bytes,
+    policy_markdown,
+)
+from pappus.engines.process.syscalls import (
+    AUDIT_ARCH_I386,
+    AUDIT_ARCH_X86_64,
+    X32_SYSCALL_BIT,
+    X86_64,
+    syscall_name,
+)
+
+LD_W_ABS, JEQ_K, JGE_K, RET_K = 0x20, 0x15, 0x35, 0x06
+BPF_MAXINSNS = 4096
+SECCOMP_DATA = struct.Struct("<iIQ6Q")  # nr, arch, instruction_pointer, args[6]
+ALLOWED = {"exit": 60, "exit_group": 231, "arch_prctl": 158}
+
+
+def run(program: list[Instruction], nr: int, arch: int = AUDIT_ARCH_X86_64,
+        args: tuple[int, ...] = (0,) * 6) -> int:
+    """What ``program`` returns for one system call (a classic-BPF interpreter)."""
+    data = SECCOMP_DATA.pack(nr, arch, 0x11000, *args)
+    accumulator, pc = 0, 0
+    for _ in range(len(program) + 1):  # forward jumps only: each instruction runs once
+        assert 0 <= pc < len(program), f"the program runs off its end at {pc}"
+        op = program[pc]
+        if op.code == LD_W_ABS:
+            assert op.k % 4 == 0 and op.k + 4 <= SECCOMP_DATA.size, f"bad load at {pc}"
+            accumulator = int.from_bytes(data[op.k:op.k + 4], "little")
+        elif op.code in (JEQ_K, JGE_K):
+            taken = accumulator == op.k if op.code == JEQ_K else accumulator >= op.k
+            pc += op.jt if taken else op.jf
+        elif op.code == RET_K:
+            return op.k
+        else:
+            raise AssertionError(f"unexpected opcode {op.code:#x} at {pc}")
+        pc += 1
+    raise AssertionError("the program loops")
+
+
+@pytest.fixture(scope="module")
+def program() -> list[Instruction]:
+    return compile_filter()
+
+
+def allow(program: list[Instruction], nr: int, arch: int = AUDIT_ARCH_X86_64,
+          args: tuple[int, ...] = (ARCH_SET_FS, 0, 0, 0, 0, 0)) -> bool:
+    verdict = run(program, nr, arch, args)
+    assert verdict in (SECCOMP_RET_ALLOW, SECCOMP_RET_TRAP), f"verdict {verdict:#x}"
+    return verdict == SECCOMP_RET_ALLOW
+
+
+# --- structure ----------------------------------------------------------------------------
+
+def test_the_policy_is_exactly_three_calls() -> None:
+    assert {rule.name: rule.number for rule in POLICY} == ALLOWED
+    (arch_prctl,) = [rule for rule in POLICY if rule.conditions]
+    assert arch_prctl.name == "arch_prctl"
+    assert arch_prctl.conditions == (ArgumentEquals(0, ARCH_SET_FS),)
+
+
+def test_first_instruction_loads_the_architecture(program: list[Instruction]) -> None:
+    assert program[0] == Instruction(LD_W_ABS, 0, 0, 4)  # offsetof(seccomp_data, arch)
+    check = program[1]
+    assert (check.code, check.k, check.jt) == (JEQ_K, AUDIT_ARCH_X86_64, 0)
+    # a foreign architecture goes straight to a RET SECCOMP_RET_TRAP
+    assert program[2 + check.jf] == Instruction(RET_K, 0, 0, SECCOMP_RET_TRAP)
+
+
+def test_deny_is_trap_and_nothing_else_is_returned(program: list[Instruction]) -> None:
+    returns = {op.k for op in program if op.code == RET_K}
+    assert returns == {SECCOMP_RET_ALLOW, SECCOMP_RET_TRAP}
+    assert SECCOMP_RET_TRAP == 0x00030000
+
+
+def test_every_jump_lands_inside_the_program(program: list[Instruction]) -> None:
+    assert program[-1].code == RET_K, "the last instruction must return"
+    for index, op in enumerate(program):
+        assert op.code in (LD_W_ABS, JEQ_K, JGE_K, RET_K)
+        if op.code in (JEQ_K, JGE_K):
+            assert index + 1 + max(op.jt, op.jf) < len(program)
+
+
+def test_compared_numbers_are_the_allow_list(program: list[Instruction]) -> None:
+    numbers: set[int] = set()
+    loaded = None
+    for op in program:
+        if op.code == LD_W_ABS:
+            loaded = op.k
+        elif op.code == JEQ_K and loaded == 0:  # offsetof(seccomp_data, nr)
+            numbers.add(op.k)
+    assert {syscall_name(n) for n in numbers} == {rule.name for rule in POLICY}
+
+
+def test_fits_the_kernel_and_the_runner(program: list[Instruction]) -> None:
+    assert len(program) <= min(BPF_MAXINSNS, MAX_FILTER)
+    raw = filter_bytes(program)
+    assert len(raw) == 8 * len(program)
+    decoded = [Instruction(*struct.unpack_from("<HBBI", raw, 8 * i)) for i in range(len(program))]
+    assert decoded == program
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+def test_only_the_three_calls_are_allowed(program: list[Instruction]) -> None:
+    numbers = [*X86_64, *range(335, 600), 0xFFFF, 0x3FFFFFFF, -1, -100]
+    allowed = {nr for nr in numbers if allow(program, nr)}
+    assert {syscall_name(nr) for nr in allowed} == set(ALLOWED), \
+        f"allowed besides the policy: {sorted(allowed - set(ALLOWED.values()))[:20]}"
+
+
+@pytest.mark.parametrize("name", ["socket", "open", "openat", "execve", "fork", "clone", "vfork",
+                                  "ptrace", "kill", "mmap", "mprotect", "brk", "read", "write"])
+def test_dangerous_calls_trap(program: list[Instruction], name: str) -> None:
+    nr = next(number for number, known in X86_64.items() if known == name)
+    assert run(program, nr) == SECCOMP_RET_TRAP, f"{name} ({nr}) is not denied"
+
+
+@pytest.mark.parametrize("nr", [60, 231])
+def test_exits_are_allowed_whatever_their_arguments(program: list[Instruction], nr: int) -> None:
+    for args in [(0,) * 6, (259, 1, 2, 3, 4, 5), (2**64 - 1,) * 6]:
+        assert allow(program, nr, args=args)
+
+
+@pytest.mark.parametrize(("option", "allowed"), [
+    (ARCH_SET_FS, True),
+    (0x1001, False),  # ARCH_SET_GS
+    (0x1003, False),  # ARCH_GET_FS
+    (0x1004, False),  # ARCH_GET_GS
+    (ARCH_SET_FS | 1 << 32, False),  # the kernel truncates to int: must compare all 64 bits
+    (ARCH_SET_FS | 1 << 63, False),
+    (0, False),
+])
+def test_arch_prctl_only_sets_fs(program: list[Instruction], option: int,
+                                 allowed: bool) -> None:
+    assert allow(program, 158, args=(option, 0x12345, 0, 0, 0, 0)) is allowed
+
+
+@pytest.mark.parametrize("nr", [60, 231, 158, 41])
+def test_x32_numbers_trap(program: list[Instruction], nr: int) -> None:
+    assert not allow(program, nr | X32_SYSCALL_BIT)
+
+
+@pytest.mark.parametrize("arch", [AUDIT_ARCH_I386, 0, 0x4000003E, 0xC00000B7])
+@pytest.mark.parametrize("nr", [1, 60, 158, 231, 252])
+def test_other_architectures_trap(program: list[Instruction], arch: int, nr: int) -> None:
+    assert not allow(program, nr, arch=arch)
+
+
+def test_conditions_are_compiled_faithfully() -> None:
+    # A policy with two conditions on one call, between unconditional ones.
+    policy = (Rule("exit", (), "x"),
+              Rule("read", (ArgumentEquals(0, 3), ArgumentEquals(2, 1 << 33 | 7)), "y"),
+              Rule("exit_group", (), "z"))
+    program = compile_filter(policy)
+    assert allow(program, 0, args=(3, 99, 1 << 33 | 7, 0, 0, 0))
+    assert not allow(program, 0, args=(3, 99, 7, 0, 0, 0))
+    assert not allow(program, 0, args=(4, 99, 1 << 33 | 7, 0, 0, 0))
+    assert not allow(program, 0, args=(3 | 1 << 40, 99, 1 << 33 | 7, 0, 0, 0))
+    assert allow(program, 60) and allow(program, 231)
+    assert not allow(program, 1)
+
+
+def test_a_policy_too_long_to_jump_over_is_refused() -> None:
+    policy = tuple(Rule(name, (), "many") for name in list(X86_64.values())[:300])
+    with pytest.raises(ValueError, match="out of range"):
+        compile_filter(policy)
+
+
+# --- documentation ------------------------------------------------------------------------
+
+def test_policy_markdown_lists_each_rule() -> None:
+    lines = policy_markdown().splitlines()
+    assert lines[0] == "| system call | number | allowed when | why |"
+    for rule in POLICY:
+        when = ", ".join(c.describe() for c in rule.conditions) or "always"
+        assert f"| `{rule.name}` | {rule.number} | {when} | {rule.why} |" in lines
+    assert "| `arch_prctl` | 158 | arg0 == 0x1002 |" in policy_markdown()
+    defaults = lines[2 + len(POLICY):]
+    assert len(defaults) == 3
+    assert "forbidden_syscall" in defaults[0]
+    assert "x32" in defaults[1] and "i386" in defaults[2]
