@@ -7,11 +7,13 @@ the matmac diamond and static input sets overriding supplied ones.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import platform
 import struct
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -139,9 +141,21 @@ composition diamond (A, B, Bt) => (Result) {
 """
 
 
+HOSTILE_SOURCE = Path(__file__).resolve().parent / "functions" / "process" / "hostile.c"
+
+
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory,
-           examples: dict[str, bytes]) -> Iterator[Client]:
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from pappus import sdk
+
+    target = tmp_path_factory.mktemp("hostile") / "hostile"
+    sdk.build_function([HOSTILE_SOURCE], target)
+    return target.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, examples: dict[str, bytes],
+           hostile: bytes) -> Iterator[Client]:
     server = ServerProcess(tmp_path_factory.mktemp("process-api"))
     server.start()
     try:
@@ -150,6 +164,8 @@ def client(tmp_path_factory: pytest.TempPathFactory,
                            input_sets=["InMats"], output_sets=["OutMats"])
             c.add_function("matmac", examples["matmac"], engine="process",
                            input_sets=["A", "B", "C"], output_sets=["D"])
+            c.add_function("hostile", hostile, engine="process", input_sets=["in"],
+                           output_sets=["out", "more"], timeout_ms=300)
             c.add_compositions(COMPOSITIONS)
             yield c
     finally:
@@ -209,3 +225,27 @@ def test_http_registration_refuses_a_bad_elf(client: Client) -> None:
         client.add_function("not_elf", b"\x7fELF" + b"\x00" * 10, engine="process")
     assert "ELF" in refusal.value.message or "elf" in refusal.value.message
 
+
+
+def test_http_hostile_functions_get_typed_outcomes_while_others_run(client: Client) -> None:
+    def call(mode: str) -> str:
+        try:
+            if mode == "matmul":
+                result = client.invoke("matmul", {"InMats": [Item("m", 0, matrix(2, 1, 2, 3, 4))]})
+                return str(values(result.set("OutMats").items[0].data))
+            client.invoke("hostile", {"in": [Item("mode", 0, mode.encode())]})
+        except pappus.PappusError as error:
+            return f"{error.type}:{error.detail.get('name', error.detail.get('signal', ''))}"
+        return "no error"
+
+    modes = ["socket", "open", "execve", "fork", "ptrace", "kill", "mmap", "x32", "int80",
+             "loop", "write_past"]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(call, modes + ["matmul"] * 10))
+    assert outcomes[:len(modes)] == [
+        "forbidden_syscall:socket", "forbidden_syscall:open", "forbidden_syscall:execve",
+        "forbidden_syscall:fork", "forbidden_syscall:ptrace", "forbidden_syscall:kill",
+        "forbidden_syscall:mmap", "forbidden_syscall:x32 getpid", "forbidden_syscall:i386 getpid",
+        "timeout:", "crash:SIGSEGV"]
+    assert outcomes[len(modes):] == ["[2, 5, 11, 11, 25]"] * 10
+    assert client.health()["status"] == "ok"
