@@ -49,7 +49,7 @@ from pappus.engines.base import (
 )
 from pappus.engines.process import layout
 from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
-from pappus.engines.process.outcome import RunnerExit, classify_exit
+from pappus.engines.process.outcome import REPORT_STATUS, RunnerExit, classify_exit
 from pappus.engines.process.policy import compile_filter, filter_bytes
 from pappus.engines.process.pool import Runner, RunnerPool, start_runner
 from pappus.engines.process.runner import ensure_runner
@@ -63,6 +63,7 @@ MAX_FILTER = 6000
 PARAMS_MAGIC = 0x3152554E52505050
 SDK_EXIT_OUT_OF_MEMORY = 259
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MERGE_GAP_BYTES = 16 << 10
 DEFAULT_WARM_RUNNERS = 2
 """Runners kept started ahead of time (one per compute slot on a 2-core machine)."""
 
@@ -184,11 +185,17 @@ class ProcessEngine(Engine):
             def read(address: int, length: int) -> bytes:
                 return os.pread(memfd, length, address)
 
-            report = read(size - layout.STACK_OFFSET, layout.STACK_OFFSET)
-            exit_code = self._finish(spec, RunnerExit(status, killed, report), limits, read,
-                                     artifact)
-            outputs = layout.read_outputs(read, context, artifact.image, spec.output_sets,
+            reported = os.WIFEXITED(status) and os.WEXITSTATUS(status) == REPORT_STATUS
+            report = read(size - layout.STACK_OFFSET, layout.STACK_OFFSET) if reported else b""
+            classify_exit(spec.name, RunnerExit(status, killed, report))
+            system_data = layout.read_system_data(read, artifact.image)
+            if system_data.exit_code == SDK_EXIT_OUT_OF_MEMORY:
+                raise OutOfMemory(f"{spec.name!r} ran out of heap (SDK exit code 259) in its "
+                                  f"{size}-byte context; raise the memory bound",
+                                  memory_bytes=limits.memory_bytes)
+            outputs = layout.read_outputs(read, context, system_data, spec.output_sets,
                                           limits.max_output_bytes)
+            exit_code = system_data.exit_code
         finally:
             os.close(memfd)
         done = time.perf_counter()
@@ -209,17 +216,6 @@ class ProcessEngine(Engine):
             socket.send_fds(runner.channel, [b"c"], [memfd])
         runner.channel.close()
         return runner
-
-    def _finish(self, spec: FunctionSpec, run: RunnerExit, limits: Limits,
-                read: layout.Reader, artifact: ProcessArtifact) -> int:
-        """Raise the run's typed outcome, or return the function's exit code."""
-        classify_exit(spec.name, run)
-        exit_code = layout.read_exit_code(read, artifact.image)
-        if exit_code == SDK_EXIT_OUT_OF_MEMORY:
-            raise OutOfMemory(f"{spec.name!r} ran out of heap (SDK exit code 259) in its "
-                              f"{limits.memory_bytes}-byte bound; raise the memory bound",
-                              memory_bytes=limits.memory_bytes)
-        return exit_code
 
     def _params(self, artifact: ProcessArtifact, context: layout.Context, limits: Limits) -> bytes:
         cpu_seconds = max(1, math.ceil(limits.remaining()) + 1)
@@ -256,9 +252,13 @@ def _context_memfd(params: bytes, context: layout.Context) -> int:
     try:
         os.ftruncate(fd, context.size)
         os.pwrite(fd, params, 0)
-        os.pwrite(fd, context.image, FUNCTION_BASE)
-        if context.inputs:
-            os.pwrite(fd, context.inputs, context.inputs_address)
+        gap = context.inputs_address - FUNCTION_BASE - len(context.image)
+        if context.inputs and gap <= MERGE_GAP_BYTES:  # one write instead of two
+            os.pwrite(fd, context.image + bytes(gap) + context.inputs, FUNCTION_BASE)
+        else:
+            os.pwrite(fd, context.image, FUNCTION_BASE)
+            if context.inputs:
+                os.pwrite(fd, context.inputs, context.inputs_address)
     except BaseException:
         os.close(fd)
         raise

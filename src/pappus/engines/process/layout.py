@@ -181,12 +181,21 @@ class _Checked:
         return self._read(address, length)
 
 
-def read_exit_code(read: Reader, image: FunctionImage) -> int:
-    """The ``exit_code`` field of the system data (inside the image: always readable)."""
-    return int(struct.unpack("<i", read(image.system_data_address, 4))[0])
+@dataclass(frozen=True, slots=True)
+class SystemData:
+    """The two system-data fields read back after a run."""
+
+    exit_code: int
+    output_bufs: int
 
 
-def read_outputs(read: Reader, context: Context, image: FunctionImage,
+def read_system_data(read: Reader, image: FunctionImage) -> SystemData:
+    """The function's ``exit_code`` and ``output_bufs`` (the struct lies inside the image)."""
+    fields = SYSTEM_DATA.unpack(read(image.system_data_address, SYSTEM_DATA.size))
+    return SystemData(fields[0], fields[8])
+
+
+def read_outputs(read: Reader, context: Context, system_data: SystemData,
                  output_names: Sequence[str], max_output_bytes: int) -> tuple[DataSet, ...]:
     """The output sets the function described (reference §4.2 step 5), every value checked.
 
@@ -194,9 +203,7 @@ def read_outputs(read: Reader, context: Context, image: FunctionImage,
     only fills in their offsets); ``output_bufs`` comes from the system data.
     """
     checked = _Checked(read, context.size)
-    fields = SYSTEM_DATA.unpack(checked.read(image.system_data_address, SYSTEM_DATA.size,
-                                             "system data"))
-    output_bufs = fields[8]
+    output_bufs = system_data.output_bufs
     count = len(output_names)
     infos = checked.read(context.output_sets_address, SET_INFO.size * (count + 1),
                          "output set descriptors")
