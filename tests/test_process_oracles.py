@@ -249,3 +249,24 @@ def test_http_hostile_functions_get_typed_outcomes_while_others_run(client: Clie
         "timeout:", "crash:SIGSEGV"]
     assert outcomes[len(modes):] == ["[2, 5, 11, 11, 25]"] * 10
     assert client.health()["status"] == "ok"
+
+
+def test_statistics_and_repr(tmp_path_factory: pytest.TempPathFactory,
+                             examples: dict[str, bytes]) -> None:
+    from pappus.engines.process import ProcessEngine
+
+    fresh = ProcessEngine(tmp_path_factory.mktemp("stats-runner"), warm_runners=1)
+    try:
+        run(fresh, examples["matmul"], [DataSet("", (Item("", 0, matrix(1, 2)),))], ("",))
+        with pytest.raises(pappus.OutOfMemory):
+            spec = FunctionSpec("big", "process", examples["matmul"], "x", ("",), ("",))
+            artifact = fresh.prepare(spec, None)
+            fresh.invoke(artifact, [DataSet("", (Item("", 0, bytes(1_000_000)),))],
+                         Limits.from_timeout(5.0, 1 << 20, 1 << 20))  # inputs fill the context
+        stats = fresh.statistics()
+        assert (stats.engine, stats.prepared, stats.invocations, stats.failures) == (
+            "process", 2, 2, 1)
+        assert stats.mean_sandbox_start_us > 0
+        assert "prepared=2 invocations=2 failures=1" in repr(fresh)
+    finally:
+        fresh.close()

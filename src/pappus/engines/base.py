@@ -13,12 +13,14 @@ an engine is a pappus bug.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pappus.errors import SandboxError
 from pappus.model import DataSet
 
 
@@ -88,6 +90,51 @@ class EngineStatistics:
     invocations: int
     failures: int
     mean_sandbox_start_us: float
+
+
+class InvocationCounters:
+    """The thread-safe counters behind every engine's :meth:`Engine.statistics`.
+
+    Engines count through :meth:`invoke` (which wraps their own invocation
+    function) and :meth:`count_prepared`, so the bookkeeping lives in one place.
+    """
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self.prepared = self.invocations = self.failures = 0
+        self._start_us_total = 0.0
+
+    def __repr__(self) -> str:
+        return (f"prepared={self.prepared} invocations={self.invocations} "
+                f"failures={self.failures}")
+
+    def count_prepared(self) -> None:
+        """One more function prepared."""
+        with self._lock:
+            self.prepared += 1
+
+    def invoke(self, call: Callable[[], InvocationResult]) -> InvocationResult:
+        """Run ``call`` and count it; a :class:`~pappus.errors.SandboxError` is a failure."""
+        try:
+            result = call()
+        except SandboxError:
+            with self._lock:
+                self.invocations += 1
+                self.failures += 1
+            raise
+        with self._lock:
+            self.invocations += 1
+            self._start_us_total += result.timings_us.get("sandbox_start", 0.0)
+        return result
+
+    def snapshot(self) -> EngineStatistics:
+        """The counters as an :class:`EngineStatistics` record."""
+        with self._lock:
+            succeeded = self.invocations - self.failures
+            mean = self._start_us_total / succeeded if succeeded else 0.0
+            return EngineStatistics(self.engine, self.prepared, self.invocations,
+                                    self.failures, mean)
 
 
 class Artifact(ABC):

@@ -34,7 +34,6 @@ import select
 import signal
 import socket
 import struct
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from pappus.engines.base import (
     Engine,
     EngineStatistics,
     FunctionSpec,
+    InvocationCounters,
     InvocationResult,
     Limits,
 )
@@ -53,7 +53,7 @@ from pappus.engines.process.outcome import REPORT_STATUS, RunnerExit, classify_e
 from pappus.engines.process.policy import compile_filter, filter_bytes
 from pappus.engines.process.pool import Runner, RunnerPool, start_runner
 from pappus.engines.process.runner import ensure_runner
-from pappus.errors import InvalidBinary, OutOfMemory, SandboxError
+from pappus.errors import InvalidBinary, OutOfMemory
 from pappus.model import DataSet
 
 PARAMS = struct.Struct("<8Q")
@@ -108,14 +108,11 @@ class ProcessEngine(Engine):
         self._filter = filter_bytes(compile_filter())
         if len(self._filter) // 8 > MAX_FILTER:
             raise ValueError("the seccomp program is longer than the runner accepts")
-        self._lock = threading.Lock()
         self._closed = False
-        self._prepared = self._invocations = self._failures = 0
-        self._start_us_total = 0.0
+        self._counters = InvocationCounters(self.name)
 
     def __repr__(self) -> str:
-        return (f"<ProcessEngine prepared={self._prepared} invocations={self._invocations} "
-                f"failures={self._failures} pool={self.pool!r}>")
+        return f"<ProcessEngine {self._counters!r} pool={self.pool!r}>"
 
     def _runner_path(self) -> str:
         if self._runner is None:
@@ -134,8 +131,7 @@ class ProcessEngine(Engine):
                 raise InvalidBinary(f"the image ends at {image.end:#x}, too close to the end of "
                                     f"its {size}-byte context", engine="process")
         self._runner_path()
-        with self._lock:
-            self._prepared += 1
+        self._counters.count_prepared()
         return ProcessArtifact(spec, image)
 
     def invoke(self, artifact: Artifact, inputs: Sequence[DataSet | None],
@@ -145,17 +141,7 @@ class ProcessEngine(Engine):
             raise TypeError(f"not a process artifact: {artifact!r}")
         if self._closed:
             raise RuntimeError("the process engine is closed")
-        try:
-            result = self._invoke(artifact, inputs, limits)
-        except SandboxError:
-            with self._lock:
-                self._invocations += 1
-                self._failures += 1
-            raise
-        with self._lock:
-            self._invocations += 1
-            self._start_us_total += result.timings_us["sandbox_start"]
-        return result
+        return self._counters.invoke(lambda: self._invoke(artifact, inputs, limits))
 
     def _context_size(self, artifact: ProcessArtifact, limits: Limits) -> int:
         bound = layout.context_size_for(limits.memory_bytes)
@@ -229,11 +215,7 @@ class ProcessEngine(Engine):
 
     def statistics(self) -> EngineStatistics:
         """Counters since the engine started."""
-        with self._lock:
-            ok = self._invocations - self._failures
-            mean = self._start_us_total / ok if ok else 0.0
-            return EngineStatistics(self.name, self._prepared, self._invocations,
-                                    self._failures, mean)
+        return self._counters.snapshot()
 
     def close(self) -> None:
         """Refuse further invocations and end the warm runners. Idempotent."""

@@ -57,6 +57,7 @@ from pappus.engines.base import (
     Engine,
     EngineStatistics,
     FunctionSpec,
+    InvocationCounters,
     InvocationResult,
     Limits,
 )
@@ -74,7 +75,6 @@ from pappus.errors import (
     InvocationTimeout,
     OutOfMemory,
     SandboxCrash,
-    SandboxError,
 )
 from pappus.model import DataSet
 from pappus.vfs import OutputLimitExceeded, SetFileSystem
@@ -127,13 +127,12 @@ class WasmEngine(Engine):
         pool_print = self.pool.fingerprint if self.pool else "pool=none"
         self._cache = ModuleCache(self._engine, fingerprint("epoch=1", pool_print))
         self._lock = threading.Lock()
-        self._prepared = self._compiled = self._invocations = self._failures = 0
-        self._start_us_total = 0.0
+        self._compiled = 0
+        self._counters = InvocationCounters(self.name)
 
     def __repr__(self) -> str:
         pool = self.pool.instances if self.pool else "none"
-        return (f"<WasmEngine pool={pool} prepared={self._prepared} compiled={self._compiled} "
-                f"invocations={self._invocations} failures={self._failures}>")
+        return f"<WasmEngine pool={pool} compiled={self._compiled} {self._counters!r}>"
 
     @property
     def compiled(self) -> int:
@@ -157,8 +156,7 @@ class WasmEngine(Engine):
             raise InvalidBinary(f"module cannot be linked: {_first_line(exc)}") from exc
         artifact = WasmArtifact(spec, module, pre, interface.min_memory_bytes)
         self._check_instantiation(artifact)
-        with self._lock:
-            self._prepared += 1
+        self._counters.count_prepared()
         return artifact
 
     def _compile(self, binary: bytes) -> wasmtime.Module:
@@ -197,17 +195,7 @@ class WasmEngine(Engine):
         """
         if not isinstance(artifact, WasmArtifact):
             raise TypeError(f"the wasm engine cannot run {artifact!r}")
-        try:
-            result = self._invoke(artifact, inputs, limits)
-        except SandboxError:
-            with self._lock:
-                self._invocations += 1
-                self._failures += 1
-            raise
-        with self._lock:
-            self._invocations += 1
-            self._start_us_total += result.timings_us["sandbox_start"]
-        return result
+        return self._counters.invoke(lambda: self._invoke(artifact, inputs, limits))
 
     def _invoke(self, artifact: WasmArtifact, inputs: Sequence[DataSet | None],
                 limits: Limits) -> InvocationResult:
@@ -276,11 +264,7 @@ class WasmEngine(Engine):
 
     def statistics(self) -> EngineStatistics:
         """Counters since the engine was created."""
-        with self._lock:
-            succeeded = self._invocations - self._failures
-            mean = self._start_us_total / succeeded if succeeded else 0.0
-            return EngineStatistics(self.name, self._prepared, self._invocations,
-                                    self._failures, mean)
+        return self._counters.snapshot()
 
     def close(self) -> None:
         """Stop the epoch ticker. Idempotent; the engine cannot run calls afterwards."""
