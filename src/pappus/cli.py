@@ -152,6 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "port": args.port, "host": args.host, "data_dir": args.data_dir,
         "total_cores": args.total_cores, "queue_size": args.queue_size,
         "demo": True if args.demo else None, "log_level": args.log_level,
+        "egress_allow": args.egress_allow, "io_concurrency": args.io_concurrency,
     }
     settings = load_settings(cli, config_file=Path(args.config) if args.config else None)
     serve(settings)
@@ -303,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--total-cores", type=int, help="compute slots (default: CPU cores)")
     serve.add_argument("--queue-size", type=int, help="max waiting jobs (default 4096)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--egress-allow", metavar="RULES",
+                       help="comma-separated hosts, addresses, CIDRs (optionally :port) the HTTP "
+                            "function may reach (default: none; --demo: loopback)")
+    serve.add_argument("--io-concurrency", type=int, help="concurrent HTTP requests (default 15)")
 
     function = commands.add_parser("function", help="add, list or remove functions")
     f_actions = function.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -34,6 +34,9 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_BINARY_BYTES = 32 * 1024 * 1024
 DEFAULT_ANY_SHARDING_MODE = "auto:2"
 DEFAULT_IO_CONCURRENCY = 15
+DEFAULT_HTTP_TIMEOUT_MS = 10_000
+DEFAULT_HTTP_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+DEMO_EGRESS_ALLOW = ("127.0.0.0/8", "::1")
 ENV_PREFIX = "PAPPUS_"
 
 
@@ -65,6 +68,11 @@ class Settings:
     max_binary_bytes: int = DEFAULT_MAX_BINARY_BYTES
     any_sharding_mode: str = DEFAULT_ANY_SHARDING_MODE
     io_concurrency: int = DEFAULT_IO_CONCURRENCY
+    egress_allow: tuple[str, ...] | None = None
+    """Destinations communication functions may reach (see :mod:`pappus.communication.egress`);
+    ``None`` = nothing, or loopback only for ``--demo``."""
+    http_timeout_ms: int = DEFAULT_HTTP_TIMEOUT_MS
+    http_max_response_bytes: int = DEFAULT_HTTP_MAX_RESPONSE_BYTES
     demo: bool = False
     log_level: str = "info"
 
@@ -72,6 +80,13 @@ class Settings:
     def resolved_data_dir(self) -> Path:
         """The data directory actually used."""
         return self.data_dir if self.data_dir is not None else default_data_dir()
+
+    @property
+    def effective_egress_allow(self) -> tuple[str, ...]:
+        """The egress rules in force (the demo's default is loopback only)."""
+        if self.egress_allow is not None:
+            return self.egress_allow
+        return DEMO_EGRESS_ALLOW if self.demo else ()
 
     @property
     def compute_slots(self) -> int:
@@ -82,11 +97,20 @@ class Settings:
         """Check ranges; raise :class:`ConfigError` naming the first bad option."""
         positive = (
             "queue_size", "default_timeout_ms", "default_memory_bytes", "max_output_bytes",
-            "max_request_bytes", "max_binary_bytes", "io_concurrency",
+            "max_request_bytes", "max_binary_bytes", "io_concurrency", "http_timeout_ms",
+            "http_max_response_bytes",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"option {name!r} must be positive, got {getattr(self, name)}")
+        if self.egress_allow is not None:
+            from pappus.communication.egress import EgressRuleError, parse_rule
+
+            for rule in self.egress_allow:
+                try:
+                    parse_rule(rule)
+                except EgressRuleError as exc:
+                    raise ConfigError(f"option 'egress_allow': {exc}") from exc
         if self.total_cores is not None and self.total_cores <= 0:
             raise ConfigError(f"option 'total_cores' must be positive, got {self.total_cores}")
         if not 0 <= self.port <= 65535:
@@ -116,6 +140,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise ValueError(f"not a boolean: {value!r}")
         if kind == "Path | None":
             return Path(str(value)).expanduser()
+        if kind == "tuple[str, ...] | None":
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise TypeError("expected a comma-separated string or a list of strings")
+            return tuple(i.strip() for i in items if i.strip())
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {type(value).__name__}")
         return value

@@ -17,10 +17,11 @@ import concurrent.futures
 import itertools
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from pappus.composition import AnySharding, run_composition
+from pappus.composition import AnySharding, Signature, run_composition
 from pappus.engines.base import InvocationResult, Limits
 from pappus.errors import (
     FunctionFailed,
@@ -35,6 +36,18 @@ from pappus.registry import Entry, RegisteredFunction, Registry
 from pappus.scheduling import WaitingJob, admits, decide, effective_timeout_ms
 
 STDERR_TAIL_BYTES = 4096
+
+
+class SystemFunction(Protocol):
+    """A trusted communication function run by the worker itself (e.g. ``HTTP``)."""
+
+    name: str
+    signature: Signature
+
+    async def run(self, inputs: Sequence[DataSet | None],
+                  deadline: float) -> list[DataSet | None]:
+        """Perform the I/O for ``inputs`` before ``deadline`` (monotonic seconds)."""
+        ...
 COMPOSITION_GRACE_S = 0.5
 """Extra time a composition waits past its deadline for engines to report ``timeout``."""
 
@@ -132,6 +145,7 @@ class Dispatcher:
         default_timeout_ms: int,
         sharding: AnySharding,
         observer: InvocationObserver | None = None,
+        system_functions: Mapping[str, SystemFunction] | None = None,
     ) -> None:
         self.registry = registry
         self.slots = slots
@@ -140,6 +154,7 @@ class Dispatcher:
         self.default_timeout_ms = default_timeout_ms
         self.sharding = sharding
         self.observer = observer or InvocationObserver()
+        self.system_functions = dict(system_functions or {})
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=slots, thread_name_prefix="pappus-slot"
         )
@@ -182,6 +197,16 @@ class Dispatcher:
     ) -> Invocation:
         """Run function or composition ``name`` on ``inputs`` (one slot per input set)."""
         started = time.perf_counter()
+        system = self.system_functions.get(name)
+        if system is not None:
+            budget_ms = effective_timeout_ms(self.default_timeout_ms, timeout_ms)
+            results = await self._run_system(system, list(inputs),
+                                             time.monotonic() + budget_ms / 1000)
+            timings = Timings(total_us=(time.perf_counter() - started) * 1e6)
+            return Invocation(tuple(
+                DataSet(set_name, result.items if result is not None else ())
+                for set_name, result in zip(system.signature.output_sets, results, strict=True)
+            ), timings)
         entry = self.registry.get(name)
         if isinstance(entry, RegisteredFunction):
             budget_ms = effective_timeout_ms(entry.record.timeout_ms, timeout_ms)
@@ -221,6 +246,9 @@ class Dispatcher:
             return [absent_if_empty(s) for s in result.outputs]
 
         async def call(name: str, shard_inputs: list[DataSet | None]) -> list[DataSet | None]:
+            system = self.system_functions.get(name)
+            if system is not None:
+                return await self._run_system(system, shard_inputs, deadline)
             try:
                 callee = self.registry.get(name)
             except NotFound as exc:
@@ -234,6 +262,21 @@ class Dispatcher:
         return await run_composition(
             entry.graph, inputs, call, sharding=self.sharding, local_cores=self.slots
         )
+
+    async def _run_system(self, system: SystemFunction, inputs: list[DataSet | None],
+                          deadline: float) -> list[DataSet | None]:
+        """A communication function, on the event loop (never on a compute slot)."""
+        began = time.perf_counter()
+        try:
+            results = await system.run(inputs, deadline)
+        except PappusError as exc:
+            self._counters.failed[exc.type] += 1
+            self.observer.function_finished(system.name, exc.type,
+                                            time.perf_counter() - began, None)
+            raise
+        self._counters.completed += 1
+        self.observer.function_finished(system.name, "ok", time.perf_counter() - began, None)
+        return [absent_if_empty(s) for s in results]
 
     async def _run_function(
         self,

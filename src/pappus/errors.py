@@ -11,6 +11,9 @@
     ├── EngineUnavailable            engine_unavailable   503
     ├── CompositionSyntaxError       composition_syntax   400
     ├── CompositionInvalid           composition_invalid  400
+    ├── CommunicationError (a communication function's outcome)
+    │   ├── EgressDenied             egress_denied        403
+    │   └── CommunicationFailed      communication_failed 502
     └── SandboxError  (an invocation or registration outcome from an engine)
         ├── InvalidBinary            invalid_binary       400
         ├── InvocationTimeout        timeout              504
@@ -127,6 +130,25 @@ class CompositionInvalid(PappusError):
     http_status = 400
 
 
+class CommunicationError(PappusError):
+    """Base of the outcomes of communication functions (``HTTP``)."""
+
+    http_status = 502
+
+
+class EgressDenied(CommunicationError):
+    """The egress policy does not allow the destination (detail: ``url``, ``reason``)."""
+
+    type = "egress_denied"
+    http_status = 403
+
+
+class CommunicationFailed(CommunicationError):
+    """The request could not be completed: connection error, timeout, size limit, truncation."""
+
+    type = "communication_failed"
+
+
 class SandboxError(PappusError):
     """Base of the typed outcomes an engine reports for a registration or invocation."""
 
@@ -191,6 +213,8 @@ ERROR_TYPES: dict[str, type[PappusError]] = {
         EngineUnavailable,
         CompositionSyntaxError,
         CompositionInvalid,
+        EgressDenied,
+        CommunicationFailed,
         InvalidBinary,
         InvocationTimeout,
         OutOfMemory,

@@ -10,6 +10,8 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+from pappus.communication.egress import EgressPolicy
+from pappus.communication.http import HttpFunction
 from pappus.composition import parse_any_sharding_mode
 from pappus.config import Settings
 from pappus.dispatcher import Dispatcher
@@ -33,6 +35,7 @@ class Worker:
         self._store: Store | None = None
         self._registry: Registry | None = None
         self._dispatcher: Dispatcher | None = None
+        self.http: HttpFunction | None = None
 
     @property
     def registry(self) -> Registry:
@@ -60,11 +63,19 @@ class Worker:
         if self._engines is None:
             self._engines = create_engines(settings)
         self._store = await asyncio.to_thread(Store, settings.resolved_data_dir)
+        self.http = HttpFunction(
+            EgressPolicy(settings.effective_egress_allow),
+            timeout_s=settings.http_timeout_ms / 1000,
+            max_response_bytes=settings.http_max_response_bytes,
+            io_concurrency=settings.io_concurrency,
+        )
+        system_functions = {self.http.name: self.http}
         self._registry = Registry(
             self._store,
             self._engines,
             default_timeout_ms=settings.default_timeout_ms,
             default_memory_bytes=settings.default_memory_bytes,
+            system_functions={name: f.signature for name, f in system_functions.items()},
         )
         await asyncio.to_thread(self._registry.restore)
         self._dispatcher = Dispatcher(
@@ -75,6 +86,7 @@ class Worker:
             default_timeout_ms=settings.default_timeout_ms,
             sharding=sharding,
             observer=self.metrics,
+            system_functions=system_functions,
         )
         if settings.demo:
             await asyncio.to_thread(self.install_demo)
@@ -109,6 +121,8 @@ class Worker:
         if self._dispatcher is not None:
             await self._dispatcher.close()
             self._dispatcher = None
+        if self.http is not None:
+            await self.http.aclose()
         for engine in (self._engines or {}).values():
             await asyncio.to_thread(engine.close)
         if self._store is not None:

@@ -117,9 +117,10 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
     async def invoke(request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            entry = worker.registry.get(name)
+            system = worker.registry.system_functions.get(name)
+            signature = system if system is not None else worker.registry.get(name).signature
             body = codec.parse_json(await read_body(request, limit))
-            inputs, timeout_ms = codec.decode_invocation(body, entry.signature.input_sets)
+            inputs, timeout_ms = codec.decode_invocation(body, signature.input_sets)
             result = await worker.dispatcher.invoke(name, inputs, timeout_ms=timeout_ms)
         except PappusError as error:
             worker.metrics.requests.labels(outcome=error.type).inc()
