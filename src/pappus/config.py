@@ -73,6 +73,9 @@ class Settings:
     ``None`` = nothing, or loopback only for ``--demo``."""
     http_timeout_ms: int = DEFAULT_HTTP_TIMEOUT_MS
     http_max_response_bytes: int = DEFAULT_HTTP_MAX_RESPONSE_BYTES
+    local_path_root: Path | None = None
+    """Directory Dandelion's ``local_path`` registrations may read binaries from;
+    ``None`` refuses ``local_path``."""
     demo: bool = False
     log_level: str = "info"
 

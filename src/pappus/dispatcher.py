@@ -21,9 +21,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pappus.composition import AnySharding, Signature, run_composition
+from pappus.composition import (
+    AnySharding,
+    CompositionGraph,
+    Signature,
+    build_compositions,
+    run_composition,
+)
 from pappus.engines.base import InvocationResult, Limits
 from pappus.errors import (
+    CompositionInvalid,
     FunctionFailed,
     InvocationTimeout,
     NotFound,
@@ -208,6 +215,28 @@ class Dispatcher:
                 for set_name, result in zip(system.signature.output_sets, results, strict=True)
             ), timings)
         entry = self.registry.get(name)
+        return await self._invoke_entry(entry, inputs, timeout_ms, started)
+
+    async def invoke_source(
+        self, source: str, inputs: Sequence[DataSet | None], *, timeout_ms: int | None = None
+    ) -> Invocation:
+        """Run a single-use composition given as source (Dandelion's ``composition`` field).
+
+        The source must define exactly one composition over registered
+        functions; it is built and run, never registered.
+        """
+        started = time.perf_counter()
+        graphs = build_compositions(source, self.registry.signature)
+        if len(graphs) != 1:
+            raise CompositionInvalid(
+                f"a single-use composition source must define exactly one composition, "
+                f"not {len(graphs)}", kind="InvalidComposition")
+        return await self._invoke_entry(graphs[0], inputs, timeout_ms, started)
+
+    async def _invoke_entry(self, entry: Entry | CompositionGraph,
+                            inputs: Sequence[DataSet | None], timeout_ms: int | None,
+                            started: float) -> Invocation:
+        name = entry.record.name if not isinstance(entry, CompositionGraph) else entry.name
         if isinstance(entry, RegisteredFunction):
             budget_ms = effective_timeout_ms(entry.record.timeout_ms, timeout_ms)
         else:
@@ -239,11 +268,13 @@ class Dispatcher:
     # -- execution -----------------------------------------------------------
 
     async def _run_entry(
-        self, entry: Entry, inputs: list[DataSet | None], deadline: float, timings: Timings
+        self, entry: Entry | CompositionGraph, inputs: list[DataSet | None], deadline: float,
+        timings: Timings
     ) -> list[DataSet | None]:
         if isinstance(entry, RegisteredFunction):
             result = await self._run_function(entry, inputs, deadline, timings)
             return [absent_if_empty(s) for s in result.outputs]
+        graph = entry if isinstance(entry, CompositionGraph) else entry.graph
 
         async def call(name: str, shard_inputs: list[DataSet | None]) -> list[DataSet | None]:
             system = self.system_functions.get(name)
@@ -253,14 +284,14 @@ class Dispatcher:
                 callee = self.registry.get(name)
             except NotFound as exc:
                 raise NotFound(
-                    f"composition {entry.record.name!r} applies {name!r}, which is not "
+                    f"composition {graph.name!r} applies {name!r}, which is not "
                     "registered on this worker",
                     name=name,
                 ) from exc
             return await self._run_entry(callee, shard_inputs, deadline, timings)
 
         return await run_composition(
-            entry.graph, inputs, call, sharding=self.sharding, local_cores=self.slots
+            graph, inputs, call, sharding=self.sharding, local_cores=self.slots
         )
 
     async def _run_system(self, system: SystemFunction, inputs: list[DataSet | None],

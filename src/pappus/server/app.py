@@ -27,6 +27,7 @@ from pappus.config import Settings
 from pappus.errors import BadRequest, PappusError, TooLarge
 from pappus.registry import RegisteredComposition, RegisteredFunction
 from pappus.server import codec
+from pappus.server.dandelion import dandelion_routes
 from pappus.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         Route("/v1/stats", stats, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *dandelion_routes(worker, lambda request: read_body(request, limit)),
     ]
     return Starlette(
         routes=routes,
