@@ -153,8 +153,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "total_cores": args.total_cores, "queue_size": args.queue_size,
         "demo": True if args.demo else None, "log_level": args.log_level,
         "egress_allow": args.egress_allow, "io_concurrency": args.io_concurrency,
+        "bin_preload_path": args.bin_preload_path,
     }
     settings = load_settings(cli, config_file=Path(args.config) if args.config else None)
+    if settings.bin_preload_path is not None:
+        from pappus.preload import read_preload
+
+        read_preload(settings.bin_preload_path)  # a broken file stops start-up, with its reason
     serve(settings)
     return EXIT_OK
 
@@ -308,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated hosts, addresses, CIDRs (optionally :port) the HTTP "
                             "function may reach (default: none; --demo: loopback)")
     serve.add_argument("--io-concurrency", type=int, help="concurrent HTTP requests (default 15)")
+    serve.add_argument("--bin-preload-path", metavar="FILE",
+                       help="Dandelion preload file: functions and compositions to register")
 
     function = commands.add_parser("function", help="add, list or remove functions")
     f_actions = function.add_subparsers(dest="action", required=True, metavar="ACTION")

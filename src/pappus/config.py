@@ -3,10 +3,14 @@
 Sources, highest precedence first:
 
 1. command-line options (``--kebab-case``),
-2. environment variables (``PAPPUS_UPPER_SNAKE``; Dandelion's bare names such
-   as ``PORT`` or ``TOTAL_CORES`` are *not* read, to avoid clashing with
-   unrelated software),
-3. a JSON file (``--config FILE`` or ``PAPPUS_CONFIG``), keys ``snake_case``,
+2. environment variables ``PAPPUS_UPPER_SNAKE``, then Dandelion's bare names
+   for the options Dandelion has (``PORT``, ``TOTAL_CORES``, ``IO_CONCURRENCY``,
+   ``ANY_SHARDING_MODE``, ``BIN_PRELOAD_PATH``; ``CONFIG_PATH`` for the file),
+   so a Dandelion deployment's environment starts pappus; a ``PAPPUS_`` name
+   wins over the bare one,
+3. a JSON file (``--config FILE``, ``PAPPUS_CONFIG`` or Dandelion's
+   ``CONFIG_PATH``), keys ``snake_case``; Dandelion's options that have no
+   meaning here (:data:`DANDELION_IGNORED`) are accepted and logged,
 4. the defaults below.
 
 A source only overrides when it actually sets a value: unlike Dandelion, a CLI
@@ -18,6 +22,7 @@ the option. The environment is read only here, at the edge.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -38,6 +43,18 @@ DEFAULT_HTTP_TIMEOUT_MS = 10_000
 DEFAULT_HTTP_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEMO_EGRESS_ALLOW = ("127.0.0.0/8", "::1")
 ENV_PREFIX = "PAPPUS_"
+DANDELION_ENV = ("port", "total_cores", "io_concurrency", "any_sharding_mode",
+                 "bin_preload_path")
+"""Options also read from Dandelion's bare environment variable names."""
+DANDELION_IGNORED = frozenset({
+    "min_sys_cores", "max_sys_cores", "data_concurrency", "timestamp_count",
+    "virtual_max_ram_multiplier", "folder_path", "node_id", "multinode_config",
+    "multinode_timeout_ms", "test_mode",
+})
+"""Dandelion options a Dandelion config file may hold that pappus accepts and ignores
+(core pinning, memory pools, the binary folder and multinode are not part of pappus)."""
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -73,6 +90,8 @@ class Settings:
     ``None`` = nothing, or loopback only for ``--demo``."""
     http_timeout_ms: int = DEFAULT_HTTP_TIMEOUT_MS
     http_max_response_bytes: int = DEFAULT_HTTP_MAX_RESPONSE_BYTES
+    bin_preload_path: Path | None = None
+    """A Dandelion preload file (functions and compositions registered at start)."""
     local_path_root: Path | None = None
     """Directory Dandelion's ``local_path`` registrations may read binaries from;
     ``None`` refuses ``local_path``."""
@@ -167,6 +186,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a JSON object")
     values: dict[str, Any] = {}
     for key, value in raw.items():
+        if key in DANDELION_IGNORED:
+            logger.warning("config file %s: Dandelion option %r has no meaning in pappus and "
+                           "is ignored", path, key)
+            continue
         if key not in _FIELD_TYPES:
             known = ", ".join(sorted(_FIELD_TYPES))
             raise ConfigError(f"config file {path}: unknown option {key!r} (known: {known})")
@@ -177,6 +200,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """Options set as ``PAPPUS_UPPER_SNAKE`` environment variables."""
     values: dict[str, Any] = {}
+    for name in DANDELION_ENV:
+        if name.upper() in environ:
+            values[name] = _coerce(name, environ[name.upper()], f"environment {name.upper()}")
     for name in _FIELD_TYPES:
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
@@ -193,6 +219,8 @@ def load_settings(
     env = dict(os.environ if environ is None else environ)
     if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
         config_file = Path(env[ENV_PREFIX + "CONFIG"])
+    if config_file is None and env.get("CONFIG_PATH"):  # Dandelion's name
+        config_file = Path(env["CONFIG_PATH"])
     merged: dict[str, Any] = {}
     if config_file is not None:
         merged.update(read_config_file(config_file))

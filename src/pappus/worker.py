@@ -88,6 +88,15 @@ class Worker:
             observer=self.metrics,
             system_functions=system_functions,
         )
+        if settings.bin_preload_path is not None:
+            from pappus.preload import apply_preload
+
+            report = await asyncio.to_thread(apply_preload, settings.bin_preload_path,
+                                             self._registry, settings.max_binary_bytes)
+            self.registry.restore_errors.extend(report.failed)
+            logger.info("preload %s: %d registered, %d already present, %d failed",
+                        settings.bin_preload_path, len(report.registered), len(report.present),
+                        len(report.failed))
         if settings.demo:
             await asyncio.to_thread(self.install_demo)
         logger.info(
