@@ -67,10 +67,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found")
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients that stop reading (size-limit tests) break the pipe on purpose
+
+
 @contextmanager
 def origin_server(host: str = "127.0.0.1") -> Iterator[str]:
     """Serve the routes above on ``host`` (a free port); yields ``http://host:port``."""
-    server = ThreadingHTTPServer((host, 0), _Handler)
+    server = _QuietServer((host, 0), _Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
