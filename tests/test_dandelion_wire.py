@@ -47,23 +47,45 @@ def invocation(name: str, *sets: tuple[str, list[tuple[str, int, bytes]]]) -> by
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def matmul_binary(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     from pappus import sdk
 
     build = tmp_path_factory.mktemp("wire") / "matmul"
     sdk.build_function([sdk.example_source("matmul")], build)
+    return build.read_bytes()
+
+
+def register(client: httpx.Client, binary: bytes) -> None:
+    registration = bson.encode({
+        "name": "matmul", "context_size": Int64(0x8020000), "engine_type": "Process",
+        "binary": list(binary),  # Vec<u8> as the Rust bson crate writes it
+        "input_sets": [["InMats", None]], "output_sets": ["OutMats"]})
+    answer = client.post("/register/function", content=registration)
+    assert (answer.status_code, answer.text) == (200, "Function registered")
+    answer = client.post("/register/composition", content=bson.encode({"composition": CHAIN}))
+    assert (answer.status_code, answer.text) == (200, "Function registered")
+
+
+def check_invocations(client: httpx.Client) -> None:
+    for path, name, expected in (("/hot/matmul", "matmul", 3), ("/cold/matmul", "matmul", 3),
+                                 ("/hot/anything", "chain", 27)):
+        answer = client.post(path, content=invocation(name, ("whatever", [("m", 0, ones_3x3())])))
+        assert answer.status_code == 200, answer.text
+        document = bson.decode(answer.content)
+        (out,) = document["sets"]
+        (item,) = out["items"]
+        assert len(item["data"]) == (9 + 1) * 8
+        assert struct.unpack_from("<2Q", item["data"]) == (3, expected)
+        assert isinstance(item["key"], Int64)
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory, matmul_binary: bytes) -> Iterator[str]:
     server = ServerProcess(tmp_path_factory.mktemp("wire-data"))
     base = server.start()
     try:
-        registration = bson.encode({
-            "name": "matmul", "context_size": Int64(0x8020000), "engine_type": "Process",
-            "binary": list(build.read_bytes()),  # Vec<u8> as the Rust bson crate writes it
-            "input_sets": [["InMats", None]], "output_sets": ["OutMats"]})
-        answer = httpx.post(base + "/register/function", content=registration)
-        assert (answer.status_code, answer.text) == (200, "Function registered")
-        answer = httpx.post(base + "/register/composition",
-                            content=bson.encode({"composition": CHAIN}))
-        assert (answer.status_code, answer.text) == (200, "Function registered")
+        with httpx.Client(base_url=base) as client:
+            register(client, matmul_binary)
         yield base
     finally:
         server.stop()
@@ -92,17 +114,25 @@ def test_response_bytes_are_a_standard_encoding() -> None:
 
 
 def test_invoke_function_and_chain_over_http1(url: str) -> None:
-    for path, name, expected in (("/hot/matmul", "matmul", 3), ("/cold/matmul", "matmul", 3),
-                                 ("/hot/anything", "chain", 27)):
-        answer = httpx.post(url + path, content=invocation(
-            name, ("whatever", [("m", 0, ones_3x3())])))
-        assert answer.status_code == 200, answer.text
-        document = bson.decode(answer.content)
-        (out,) = document["sets"]
-        (item,) = out["items"]
-        assert len(item["data"]) == (9 + 1) * 8
-        assert struct.unpack_from("<2Q", item["data"]) == (3, expected)
-        assert isinstance(item["key"], Int64)
+    with httpx.Client(base_url=url) as client:
+        check_invocations(client)
+
+
+def test_register_invoke_and_chain_over_http2_and_http1(
+        tmp_path_factory: pytest.TempPathFactory, matmul_binary: bytes) -> None:
+    server = ServerProcess(tmp_path_factory.mktemp("wire-h2"), "--http2")
+    base = server.start()
+    try:
+        with httpx.Client(base_url=base, http1=False, http2=True) as client:
+            register(client, matmul_binary)
+            check_invocations(client)
+            assert client.post("/hot/x", content=b"junk").http_version == "HTTP/2"
+        with httpx.Client(base_url=base) as client:  # the same port still speaks HTTP/1.1
+            check_invocations(client)
+            answer = client.post("/hot/x", content=b"junk")
+            assert (answer.http_version, answer.status_code) == ("HTTP/1.1", 400)
+    finally:
+        server.stop()
 
 
 def test_single_use_composition_and_timings(url: str) -> None:

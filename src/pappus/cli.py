@@ -153,7 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "total_cores": args.total_cores, "queue_size": args.queue_size,
         "demo": True if args.demo else None, "log_level": args.log_level,
         "egress_allow": args.egress_allow, "io_concurrency": args.io_concurrency,
-        "bin_preload_path": args.bin_preload_path,
+        "bin_preload_path": args.bin_preload_path, "http2": True if args.http2 else None,
     }
     settings = load_settings(cli, config_file=Path(args.config) if args.config else None)
     if settings.bin_preload_path is not None:
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated hosts, addresses, CIDRs (optionally :port) the HTTP "
                             "function may reach (default: none; --demo: loopback)")
     serve.add_argument("--io-concurrency", type=int, help="concurrent HTTP requests (default 15)")
+    serve.add_argument("--http2", action="store_true",
+                       help="also serve HTTP/2 (cleartext h2c), with Hypercorn instead of uvicorn")
     serve.add_argument("--bin-preload-path", metavar="FILE",
                        help="Dandelion preload file: functions and compositions to register")
 

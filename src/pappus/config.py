@@ -92,6 +92,8 @@ class Settings:
     http_max_response_bytes: int = DEFAULT_HTTP_MAX_RESPONSE_BYTES
     bin_preload_path: Path | None = None
     """A Dandelion preload file (functions and compositions registered at start)."""
+    http2: bool = False
+    """Serve HTTP/2 (h2c) as well as HTTP/1.1, with Hypercorn instead of uvicorn."""
     local_path_root: Path | None = None
     """Directory Dandelion's ``local_path`` registrations may read binaries from;
     ``None`` refuses ``local_path``."""

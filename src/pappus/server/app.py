@@ -224,9 +224,32 @@ def serve(settings: Settings, *, announce: bool = True) -> None:
             print(f"pappus listening on http://{shown}:{port}", flush=True)
 
     app = create_app(worker, on_ready=ready)
+    if settings.http2:
+        _serve_http2(app, sock, settings)
+        return
     config = uvicorn.Config(
         app, log_level=settings.log_level, access_log=False, lifespan="on",
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
+
+
+def _serve_http2(app: Starlette, sock: socket.socket, settings: Settings) -> None:
+    """Serve HTTP/1.1 and HTTP/2 (h2c, prior knowledge or upgrade) on ``sock`` with Hypercorn.
+
+    uvicorn, the default server, speaks HTTP/1.1 only and is faster for it;
+    ``http2`` trades some HTTP/1.1 throughput for HTTP/2 clients (Dandelion's
+    tests use both).
+    """
+    import asyncio
+
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.loglevel = settings.log_level.upper()
+    config.accesslog = None
+    config.graceful_timeout = 10
+    asyncio.run(hypercorn_serve(app, config))  # type: ignore[arg-type]
