@@ -73,12 +73,23 @@ class DispatcherStatistics:
 
 @dataclass(slots=True)
 class Timings:
-    """Per-invocation timing record (microseconds), summed over all function runs."""
+    """Per-invocation timing record (microseconds), summed over all function runs.
 
+    Comparable to Dandelion's timestamps: ``decode_us`` (request
+    deserialisation, set by the frontend), ``queue_us`` (waiting for a compute
+    slot), ``sandbox_start_us`` (preparing the sandbox: context or file
+    system, instance or process), ``run_us``, ``output_us`` (reading outputs
+    back), ``io_us`` (communication functions), ``total_us`` (dispatcher entry
+    to result). Registration-time preparation (compilation, ELF checks) is
+    not part of an invocation.
+    """
+
+    decode_us: float = 0.0
     queue_us: float = 0.0
     sandbox_start_us: float = 0.0
     run_us: float = 0.0
     output_us: float = 0.0
+    io_us: float = 0.0
     functions: int = 0
     total_us: float = 0.0
 
@@ -93,10 +104,12 @@ class Timings:
     def to_json(self) -> dict[str, float]:
         """Rounded figures for the API response."""
         return {
+            "decode_us": round(self.decode_us, 1),
             "queue_us": round(self.queue_us, 1),
             "sandbox_start_us": round(self.sandbox_start_us, 1),
             "run_us": round(self.run_us, 1),
             "output_us": round(self.output_us, 1),
+            "io_us": round(self.io_us, 1),
             "functions": self.functions,
             "total_us": round(self.total_us, 1),
         }
@@ -207,9 +220,10 @@ class Dispatcher:
         system = self.system_functions.get(name)
         if system is not None:
             budget_ms = effective_timeout_ms(self.default_timeout_ms, timeout_ms)
+            timings = Timings()
             results = await self._run_system(system, list(inputs),
-                                             time.monotonic() + budget_ms / 1000)
-            timings = Timings(total_us=(time.perf_counter() - started) * 1e6)
+                                             time.monotonic() + budget_ms / 1000, timings)
+            timings.total_us = (time.perf_counter() - started) * 1e6
             return Invocation(tuple(
                 DataSet(set_name, result.items if result is not None else ())
                 for set_name, result in zip(system.signature.output_sets, results, strict=True)
@@ -279,7 +293,7 @@ class Dispatcher:
         async def call(name: str, shard_inputs: list[DataSet | None]) -> list[DataSet | None]:
             system = self.system_functions.get(name)
             if system is not None:
-                return await self._run_system(system, shard_inputs, deadline)
+                return await self._run_system(system, shard_inputs, deadline, timings)
             try:
                 callee = self.registry.get(name)
             except NotFound as exc:
@@ -295,11 +309,12 @@ class Dispatcher:
         )
 
     async def _run_system(self, system: SystemFunction, inputs: list[DataSet | None],
-                          deadline: float) -> list[DataSet | None]:
+                          deadline: float, timings: Timings) -> list[DataSet | None]:
         """A communication function, on the event loop (never on a compute slot)."""
         began = time.perf_counter()
         try:
             results = await system.run(inputs, deadline)
+            timings.io_us += (time.perf_counter() - began) * 1e6
         except PappusError as exc:
             self._counters.failed[exc.type] += 1
             self.observer.function_finished(system.name, exc.type,

@@ -65,6 +65,7 @@ def test_http_can_be_invoked_directly(client: Client, origin: str) -> None:
     assert result.set("bodies").items[0].data == b"ok get"
     assert result.set("headers").items[0].data.startswith(b"HTTP/1.1 200 OK\n")
     assert result.set("headers").items[0].key == 3
+    assert result.timings["io_us"] > 0 and result.timings["decode_us"] > 0
 
 
 def test_denied_egress_is_a_typed_403(client: Client) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -120,9 +121,13 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         try:
             system = worker.registry.system_functions.get(name)
             signature = system if system is not None else worker.registry.get(name).signature
-            body = codec.parse_json(await read_body(request, limit))
-            inputs, timeout_ms = codec.decode_invocation(body, signature.input_sets)
+            raw = await read_body(request, limit)
+            decoding = time.perf_counter()
+            inputs, timeout_ms = codec.decode_invocation(codec.parse_json(raw),
+                                                         signature.input_sets)
+            decode_us = (time.perf_counter() - decoding) * 1e6
             result = await worker.dispatcher.invoke(name, inputs, timeout_ms=timeout_ms)
+            result.timings.decode_us = decode_us
         except PappusError as error:
             worker.metrics.requests.labels(outcome=error.type).inc()
             raise

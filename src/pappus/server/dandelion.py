@@ -24,6 +24,7 @@ duplicate 409, execution errors with their API status.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -226,12 +227,15 @@ def dandelion_routes(worker: Any, read_body: Callable[[Request], Coroutine[Any, 
         return PlainTextResponse(REGISTERED)
 
     async def invoke(request: Request) -> Response:
-        document = decode_document(await read_body(request))
-        name, source, sets = decode_invocation(document)
+        raw = await read_body(request)
+        decoding = time.perf_counter()
+        name, source, sets = decode_invocation(decode_document(raw))
+        decode_us = (time.perf_counter() - decoding) * 1e6
         if source is not None:
             result = await worker.dispatcher.invoke_source(source, sets)
         else:
             result = await worker.dispatcher.invoke(name or "", sets)
+        result.timings.decode_us = decode_us
         timings = result.timings.to_json() if request.query_params.get("timings") else None
         return Response(encode_response(result.outputs, timings))
 
