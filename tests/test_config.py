@@ -62,3 +62,16 @@ def test_malformed_file(tmp_path: Path) -> None:
         load_settings({}, environ={}, config_file=config)
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings({}, environ={}, config_file=tmp_path / "missing.json")
+
+
+def test_egress_defaults_and_rules(tmp_path: Path) -> None:
+    assert load_settings({}, environ={}).effective_egress_allow == ()  # deny by default
+    assert load_settings({"demo": True}, environ={}).effective_egress_allow == (
+        "127.0.0.0/8", "::1")  # the demo reaches loopback only
+    env = load_settings({}, environ={"PAPPUS_EGRESS_ALLOW": "10.0.0.0/8:443, api.example.com"})
+    assert env.effective_egress_allow == ("10.0.0.0/8:443", "api.example.com")
+    config = tmp_path / "c.json"
+    config.write_text('{"egress_allow": ["127.0.0.1"]}')
+    assert load_settings({}, environ={}, config_file=config).egress_allow == ("127.0.0.1",)
+    with pytest.raises(ConfigError, match="egress_allow"):
+        load_settings({}, environ={"PAPPUS_EGRESS_ALLOW": "not a host!"})
