@@ -176,16 +176,22 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: option {name!r}: {exc}") from exc
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a JSON config file into ``{option: value}``; unknown keys are an error."""
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file holding an object; :class:`ConfigError` naming ``what`` and ``path`` if not."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+        raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object")
+        raise ConfigError(f"{what} {path} must hold a JSON object")
+    return raw
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a JSON config file into ``{option: value}``; unknown keys are an error."""
+    raw = read_json_object(path, "config file")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key in DANDELION_IGNORED:

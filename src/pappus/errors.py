@@ -236,3 +236,19 @@ OUTCOME_TYPES: tuple[str, ...] = (
     "function_error",
 )
 """The sandbox outcome type strings, in the order metrics list them."""
+
+
+def first_error(errors: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first :class:`PappusError` in a (nested) exception group, else its first exception."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [errors]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending[0:0] = list(error.exceptions)
+        else:
+            leaves.append(error)
+    for leaf in leaves:
+        if isinstance(leaf, PappusError):
+            return leaf
+    return leaves[0] if leaves else errors

@@ -19,13 +19,12 @@ are still registered.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pappus.config import ConfigError
+from pappus.config import ConfigError, read_json_object
 from pappus.errors import Conflict, PappusError
 from pappus.registry import FunctionRegistration, Registry
 
@@ -53,14 +52,7 @@ class _Function:
 
 def read_preload(path: Path) -> tuple[list[_Function], list[str]]:
     """Parse and check the file; :class:`ConfigError` naming the problem if it is invalid."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read preload file {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"preload file {path} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"preload file {path} must hold a JSON object")
+    raw = read_json_object(path, "preload file")
     functions = [_function(path, index, entry)
                  for index, entry in enumerate(_list(raw, "functions", path))]
     compositions = _list(raw, "compositions", path)

@@ -33,7 +33,7 @@ import httpx
 from pappus.communication.egress import EgressPolicy, IPAddress
 from pappus.communication.http_items import HttpRequest, format_header_item, parse_request
 from pappus.composition import Signature
-from pappus.errors import CommunicationFailed, EgressDenied, PappusError
+from pappus.errors import CommunicationFailed, EgressDenied, first_error
 from pappus.model import DataSet, Item
 
 MAX_REDIRECTS = 10
@@ -98,7 +98,7 @@ class HttpFunction:
             async with asyncio.TaskGroup() as group:  # one failure cancels the others
                 tasks = [group.create_task(self._fetch(request, deadline)) for request in parsed]
         except BaseExceptionGroup as failures:
-            raise _first_error(failures) from None
+            raise first_error(failures) from None
         headers, bodies = [], []
         for item, task in zip(requests, tasks, strict=True):
             header, body = task.result()
@@ -190,17 +190,3 @@ class HttpFunction:
             raise CommunicationFailed(f"{url}: Content-Length {declared} but {len(content)} bytes "
                                       "received", url=url)
         return content
-
-
-def _first_error(failures: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first typed error of a task group's failures (else the first failure)."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [failures]
-    while pending:
-        current = pending.pop(0)
-        if isinstance(current, BaseExceptionGroup):
-            pending[:0] = list(current.exceptions)
-        else:
-            leaves.append(current)
-    typed = [leaf for leaf in leaves if isinstance(leaf, PappusError)]
-    return (typed or leaves)[0]

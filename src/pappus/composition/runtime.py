@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from pappus.composition.graph import CompositionGraph, Statement
 from pappus.composition.sharding import AnySharding, BoundSet, plan_shards
-from pappus.errors import PappusError
+from pappus.errors import PappusError, first_error
 from pappus.model import DataSet, absent_if_empty
 
 CallFunction = Callable[[str, list[DataSet | None]], Awaitable[Sequence[DataSet | None]]]
@@ -180,19 +180,3 @@ def combine(parts: Sequence[DataSet | None]) -> DataSet | None:
         return None
     items = sorted((item for part in present for item in part.items), key=lambda i: i.key)
     return DataSet(present[0].name, tuple(items))
-
-
-def first_error(errors: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first :class:`PappusError` in a (nested) exception group, else its first exception."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [errors]
-    while pending:
-        error = pending.pop(0)
-        if isinstance(error, BaseExceptionGroup):
-            pending[0:0] = list(error.exceptions)
-        else:
-            leaves.append(error)
-    for leaf in leaves:
-        if isinstance(leaf, PappusError):
-            return leaf
-    return leaves[0] if leaves else errors
