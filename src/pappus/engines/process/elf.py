@@ -80,11 +80,11 @@ class FunctionImage:
     segments: tuple[Segment, ...]
     entry: int
     system_data_address: int
+    end: int = 0
+    """First address after the static image, page aligned (where inputs may start)."""
 
-    @property
-    def end(self) -> int:
-        """First address after the static image, page aligned (where inputs may start)."""
-        return max(segment.page_range[1] for segment in self.segments)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "end", max(s.page_range[1] for s in self.segments))
 
 
 def _round_up(value: int, alignment: int) -> int:

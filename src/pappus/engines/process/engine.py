@@ -200,7 +200,6 @@ class ProcessEngine(Engine):
             runner.discard()  # killed while it waited (e.g. by an administrator)
             runner = start_runner(self._runner_path())
             socket.send_fds(runner.channel, [b"c"], [memfd])
-        runner.channel.close()
         return runner
 
     def _params(self, artifact: ProcessArtifact, context: layout.Context, limits: Limits) -> bytes:
@@ -270,5 +269,6 @@ def _wait(runner: Runner, deadline: float) -> tuple[int, bool]:
         raise
     finally:
         os.close(pidfd)
+        runner.channel.close()  # after the exit: closing earlier costs the run a wake-up
     return status, killed
 
