@@ -188,11 +188,23 @@ def test_ten_thousand_fetch_compute_invocations(tmp_path: Path,
                 done_lock = threading.Lock()
                 rss_at_checkpoint: list[int] = []
 
+                local = threading.local()
+                thread_clients: list[Client] = []
+
+                def own_client() -> Client:
+                    # One client (one connection pool) per thread: a shared httpx pool
+                    # under 64 threads is not what a load generator should measure.
+                    if not hasattr(local, "client"):
+                        local.client = Client(server.url)
+                        with done_lock:
+                            thread_clients.append(local.client)
+                    return local.client  # type: ignore[no-any-return]
+
                 def invoke(request_id: int) -> Outcome:
                     nonlocal done
                     started = time.perf_counter()
                     try:
-                        result = client.invoke(
+                        result = own_client().invoke(
                             "fetch_tokenize", {"requests": [_request_item(origin, request_id)]})
                         outcome = Outcome(
                             request_id,
@@ -214,6 +226,8 @@ def test_ten_thousand_fetch_compute_invocations(tmp_path: Path,
                     with ThreadPoolExecutor(CONCURRENCY) as pool:
                         outcomes = list(pool.map(invoke, range(INVOCATIONS)))
                     elapsed = time.monotonic() - started
+                for each in thread_clients:
+                    each.close()
                 rss_end = _status_bytes(pid, "VmRSS")
                 peak = _status_bytes(pid, "VmHWM")  # the kernel's high-water mark: the true peak
                 after = client.stats()
