@@ -21,35 +21,16 @@ it. (``SECCOMP_RET_KILL_PROCESS`` would kill as surely but lose the number.)
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
-from pappus.engines.process.syscalls import (
-    AUDIT_ARCH_X86_64,
-    X32_SYSCALL_BIT,
-    syscall_number,
-)
+from pappus.engines import seccomp
+from pappus.engines.process.syscalls import syscall_number
+from pappus.engines.seccomp import SECCOMP_RET_ALLOW, SECCOMP_RET_TRAP, Instruction
 
-SECCOMP_RET_ALLOW = 0x7FFF0000
-SECCOMP_RET_TRAP = 0x00030000
 ARCH_SET_FS = 0x1002
 
-# classic BPF opcodes
-_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
-_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
-_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
-_RET_K = 0x06  # BPF_RET | BPF_K
-
-# offsets in struct seccomp_data
-_NR, _ARCH = 0, 4
-
-
-def _argument_low(index: int) -> int:
-    return 16 + 8 * index
-
-
-def _argument_high(index: int) -> int:
-    return 16 + 8 * index + 4
+__all__ = ["POLICY", "SECCOMP_RET_ALLOW", "SECCOMP_RET_TRAP", "ArgumentEquals", "Instruction",
+           "Rule", "compile_filter", "filter_bytes", "policy_markdown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,70 +66,16 @@ POLICY: tuple[Rule, ...] = (
 """Exactly what a function may do; every other system call is denied."""
 
 
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    """One classic-BPF instruction (``struct sock_filter``)."""
-
-    code: int
-    jt: int
-    jf: int
-    k: int
-
-
 def compile_filter(policy: tuple[Rule, ...] = POLICY) -> list[Instruction]:
     """The seccomp program for ``policy``: check the ABI first, then allow-list, else deny."""
-    program: list[Instruction] = []
-    jumps: dict[int, tuple[str, str]] = {}  # instruction index → (label if true, if false)
-    labels: dict[str, int] = {}
-
-    def emit(code: int, k: int, on_true: str = "next", on_false: str = "next") -> None:
-        if code in (_JEQ_K, _JGE_K):
-            jumps[len(program)] = (on_true, on_false)
-        program.append(Instruction(code, 0, 0, k))
-
-    emit(_LD_W_ABS, _ARCH)
-    emit(_JEQ_K, AUDIT_ARCH_X86_64, "next", "deny")
-    emit(_LD_W_ABS, _NR)
-    emit(_JGE_K, X32_SYSCALL_BIT, "deny", "next")
-    for rule in policy:
-        if not rule.conditions:
-            emit(_JEQ_K, rule.number, "allow", "next")
-            continue
-        skip = f"after {rule.name}"
-        emit(_JEQ_K, rule.number, "next", skip)
-        for condition in rule.conditions:
-            emit(_LD_W_ABS, _argument_low(condition.index))
-            emit(_JEQ_K, condition.value & 0xFFFF_FFFF, "next", "deny")
-            emit(_LD_W_ABS, _argument_high(condition.index))
-            emit(_JEQ_K, condition.value >> 32, "next", "deny")
-        emit(_RET_K, SECCOMP_RET_ALLOW)
-        labels[skip] = len(program)
-        emit(_LD_W_ABS, _NR)  # the conditions replaced the number: reload it
-    # Deny comes first: it is where the last rule falls through to. Allow is
-    # reached only by an explicit jump.
-    labels["deny"] = len(program)
-    emit(_RET_K, SECCOMP_RET_TRAP)
-    labels["allow"] = len(program)
-    emit(_RET_K, SECCOMP_RET_ALLOW)
-    for index, (on_true, on_false) in jumps.items():
-        instruction = program[index]
-        program[index] = Instruction(instruction.code, _offset(labels, index, on_true),
-                                     _offset(labels, index, on_false), instruction.k)
-    return program
-
-
-def _offset(labels: dict[str, int], index: int, target: str) -> int:
-    if target == "next":
-        return 0
-    distance = labels[target] - index - 1
-    if not 0 <= distance <= 255:
-        raise ValueError(f"seccomp jump to {target} out of range ({distance})")
-    return distance
+    rules = tuple(seccomp.Rule(rule.name, seccomp.ALLOW, tuple(
+        seccomp.ArgumentEquals(c.index, c.value) for c in rule.conditions)) for rule in policy)
+    return seccomp.compile_policy(rules, seccomp.TRAP)
 
 
 def filter_bytes(program: list[Instruction]) -> bytes:
     """``program`` as an array of ``struct sock_filter``."""
-    return b"".join(struct.pack("<HBBI", i.code, i.jt, i.jf, i.k) for i in program)
+    return seccomp.program_bytes(program)
 
 
 def policy_markdown(policy: tuple[Rule, ...] = POLICY) -> str:

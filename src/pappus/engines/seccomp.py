@@ -1,0 +1,219 @@
+"""Compile a system call policy table into a classic-BPF seccomp program.
+
+Shared by the ``process`` engine (allow three calls, trap the rest) and the
+``linux`` engine (run some calls natively, send file calls to a supervisor,
+refuse others with an honest errno, kill on anything unknown). A policy is an
+ordered list of :class:`Rule`; for a system call the first rule whose number
+matches and whose conditions all hold decides; if none does, ``default``
+decides. Before any rule, a foreign architecture (``int 0x80``) or an x32
+number gets ``default`` too.
+
+Conditions compare 64-bit arguments as two 32-bit halves (cBPF loads 32 bits).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from pappus.engines.process.syscalls import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscall_number
+
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_RET_TRAP = 0x00030000
+SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+
+LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+JSET_K = 0x45  # BPF_JMP | BPF_JSET | BPF_K
+RET_K = 0x06  # BPF_RET | BPF_K
+MAX_INSTRUCTIONS = 4096  # BPF_MAXINSNS
+
+NR_OFFSET, ARCH_OFFSET = 0, 4
+
+
+def argument_offset(index: int, high: bool) -> int:
+    """Offset of the low or high 32 bits of argument ``index`` in ``struct seccomp_data``."""
+    return 16 + 8 * index + (4 if high else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What the kernel does with a call: a ``SECCOMP_RET_*`` value, and a name for docs."""
+
+    name: str
+    value: int
+
+    @staticmethod
+    def errno(code: int, label: str) -> Action:
+        return Action(f"errno({label})", SECCOMP_RET_ERRNO | (code & 0xFFFF))
+
+
+ALLOW = Action("native", SECCOMP_RET_ALLOW)
+NOTIFY = Action("emulate", SECCOMP_RET_USER_NOTIF)
+TRAP = Action("trap", SECCOMP_RET_TRAP)
+KILL = Action("kill", SECCOMP_RET_KILL_PROCESS)
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentEquals:
+    """Argument ``index`` (64-bit) equals ``value``."""
+
+    index: int
+    value: int
+
+    def describe(self) -> str:
+        return f"arg{self.index} == {self.value:#x}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentHasNone:
+    """Argument ``index`` has none of the bits of ``mask`` set."""
+
+    index: int
+    mask: int
+    label: str = ""
+
+    def describe(self) -> str:
+        return f"arg{self.index} & {self.label or hex(self.mask)} == 0"
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentHasAll:
+    """Argument ``index`` has every bit of ``mask`` set."""
+
+    index: int
+    mask: int
+    label: str = ""
+
+    def describe(self) -> str:
+        return f"arg{self.index} has {self.label or hex(self.mask)}"
+
+
+Condition = ArgumentEquals | ArgumentHasNone | ArgumentHasAll
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """``name`` gets ``action`` when every condition holds; ``note`` documents fidelity."""
+
+    name: str
+    action: Action
+    conditions: tuple[Condition, ...] = ()
+    note: str = ""
+
+    @property
+    def number(self) -> int:
+        return syscall_number(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """One classic-BPF instruction (``struct sock_filter``)."""
+
+    code: int
+    jt: int
+    jf: int
+    k: int
+
+
+class _Program:
+    def __init__(self) -> None:
+        self.instructions: list[Instruction] = []
+        self.jumps: dict[int, tuple[str, str]] = {}
+        self.labels: dict[str, int] = {}
+
+    def emit(self, code: int, k: int, on_true: str = "next", on_false: str = "next") -> None:
+        if code in (JEQ_K, JGE_K, JSET_K):
+            self.jumps[len(self.instructions)] = (on_true, on_false)
+        self.instructions.append(Instruction(code, 0, 0, k))
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.instructions)
+
+    def resolve(self) -> list[Instruction]:
+        resolved = list(self.instructions)
+        for index, (on_true, on_false) in self.jumps.items():
+            op = resolved[index]
+            resolved[index] = Instruction(op.code, self._offset(index, on_true),
+                                          self._offset(index, on_false), op.k)
+        if len(resolved) > MAX_INSTRUCTIONS:
+            raise ValueError(f"seccomp program of {len(resolved)} instructions exceeds "
+                             f"{MAX_INSTRUCTIONS}")
+        return resolved
+
+    def _offset(self, index: int, target: str) -> int:
+        if target == "next":
+            return 0
+        distance = self.labels[target] - index - 1
+        if not 0 <= distance <= 255:
+            raise ValueError(f"seccomp jump to {target} out of range ({distance})")
+        return distance
+
+
+def _emit_condition(program: _Program, condition: Condition, fail: str) -> None:
+    for high in (False, True):
+        program.emit(LD_W_ABS, argument_offset(condition.index, high))
+        if isinstance(condition, ArgumentEquals):
+            half = (condition.value >> 32) if high else condition.value & 0xFFFF_FFFF
+            program.emit(JEQ_K, half, "next", fail)
+            continue
+        half = (condition.mask >> 32) if high else condition.mask & 0xFFFF_FFFF
+        if half == 0:
+            continue
+        if isinstance(condition, ArgumentHasNone):
+            program.emit(JSET_K, half, fail, "next")
+        else:
+            # every bit of ``half``: compare one bit at a time
+            for bit in range(32):
+                if half >> bit & 1:
+                    program.emit(JSET_K, 1 << bit, "next", fail)
+
+
+def compile_policy(rules: tuple[Rule, ...], default: Action) -> list[Instruction]:
+    """The seccomp program for ``rules``; everything they do not decide gets ``default``."""
+    program = _Program()
+    program.emit(LD_W_ABS, ARCH_OFFSET)
+    program.emit(JEQ_K, AUDIT_ARCH_X86_64, "next", "default")
+    program.emit(LD_W_ABS, NR_OFFSET)
+    program.emit(JGE_K, X32_SYSCALL_BIT, "default", "next")
+    returns: dict[int, str] = {}
+    for position, rule in enumerate(rules):
+        target = returns.setdefault(rule.action.value, f"return {rule.action.value:#x}")
+        if not rule.conditions:
+            program.emit(JEQ_K, rule.number, target, "next")
+            continue
+        skip = f"after rule {position}"
+        program.emit(JEQ_K, rule.number, "next", skip)
+        for condition in rule.conditions:
+            _emit_condition(program, condition, skip)
+        program.emit(RET_K, rule.action.value)
+        program.label(skip)
+        program.emit(LD_W_ABS, NR_OFFSET)  # conditions replaced the number: reload it
+    # The default comes first: the last rule falls through to it. Other returns are
+    # reached only by explicit jumps.
+    program.label("default")
+    program.emit(RET_K, default.value)
+    for value, label in returns.items():
+        program.label(label)
+        program.emit(RET_K, value)
+    return program.resolve()
+
+
+def program_bytes(program: list[Instruction]) -> bytes:
+    """``program`` as an array of ``struct sock_filter``."""
+    return b"".join(struct.pack("<HBBI", i.code, i.jt, i.jf, i.k) for i in program)
+
+
+def policy_markdown(rules: tuple[Rule, ...], default: Action) -> str:
+    """``rules`` as a Markdown table (system call, number, action, condition, note)."""
+    lines = ["| system call | number | action | when | note |", "|---|---|---|---|---|"]
+    for rule in rules:
+        when = ", ".join(c.describe() for c in rule.conditions) or "always"
+        lines.append(f"| `{rule.name}` | {rule.number} | {rule.action.name} | {when} | "
+                     f"{rule.note} |")
+    lines.append(f"| anything else, x32, i386 (`int 0x80`) | | {default.name} | | "
+                 "deny by default |")
+    return "\n".join(lines) + "\n"
