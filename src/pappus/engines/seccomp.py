@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from pappus.engines.process.syscalls import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscall_number
+from pappus.engines.syscalls import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscall_number
 
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_TRAP = 0x00030000

@@ -24,7 +24,7 @@ from pappus.engines.process.policy import (
     filter_bytes,
     policy_markdown,
 )
-from pappus.engines.process.syscalls import (
+from pappus.engines.syscalls import (
     AUDIT_ARCH_I386,
     AUDIT_ARCH_X86_64,
     X32_SYSCALL_BIT,

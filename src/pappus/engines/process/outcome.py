@@ -14,7 +14,7 @@ import signal
 import struct
 from dataclasses import dataclass
 
-from pappus.engines.process.syscalls import syscall_name
+from pappus.engines.syscalls import syscall_name
 from pappus.errors import (
     ForbiddenSyscall,
     FunctionFailed,

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pappus.engines import seccomp
-from pappus.engines.process.syscalls import syscall_number
 from pappus.engines.seccomp import SECCOMP_RET_ALLOW, SECCOMP_RET_TRAP, Instruction
+from pappus.engines.syscalls import syscall_number
 
 ARCH_SET_FS = 0x1002
 

@@ -1,4 +1,4 @@
-"""docs/process-engine.md shows the policy table exactly as the code generates it."""
+"""The policy tables in docs/ are exactly the ones the code generates."""
 
 from __future__ import annotations
 
@@ -15,3 +15,13 @@ def test_the_documented_policy_table_is_the_generated_one() -> None:
     documented = text[text.index(begin) + len(begin):text.index(end)]
     assert documented == policy_markdown(), (
         "docs/process-engine.md is stale: paste policy_markdown() between the markers")
+
+
+def test_the_documented_linux_table_is_the_generated_one() -> None:
+    from pappus.engines.linux.policy import table_markdown
+
+    text = (DOC.parent / "linux-engine.md").read_text()
+    begin, end = "<!-- policy table: begin -->\n", "<!-- policy table: end -->"
+    documented = text[text.index(begin) + len(begin):text.index(end)]
+    assert documented == table_markdown(), (
+        "docs/linux-engine.md is stale: paste table_markdown() between the markers")

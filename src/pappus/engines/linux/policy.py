@@ -1,0 +1,202 @@
+"""The linux engine's system call policy: one table, from which the filter and the dispatch come.
+
+Every entry says what happens to a system call of an unmodified static Linux
+binary:
+
+* ``native`` — the kernel runs it (memory and thread set-up within bounds);
+* ``emulate`` — the kernel stops the caller and the supervisor answers from
+  the set-backed file system (seccomp user notification);
+* ``errno`` — refused with an honest error (``EACCES`` for the network,
+  ``EPERM`` for processes and clocks), never a faked success;
+* ``kill`` — the sandbox is killed and the call reported as
+  ``forbidden_syscall``.
+
+Anything not in the table is ``kill``. Conditions narrow an entry (an
+anonymous private mapping without ``PROT_EXEC`` is native; any other
+``mmap`` falls through to the next entry for the same call). The seccomp
+program (:func:`seccomp_rules`) and the supervisor's dispatch
+(:func:`entry_for`) are both generated from :data:`TABLE`; ``kill`` and
+``emulate`` both go to the supervisor, which kills and reports, so the number
+of a forbidden call is never lost. ``docs/linux-engine.md`` prints the table
+(:func:`table_markdown`).
+
+The census of what static musl and glibc programs and busybox applets call
+(``docs/linux-census.md``) is covered: a test checks every call there has an
+entry that is not ``kill``.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+from dataclasses import dataclass
+from typing import Literal
+
+from pappus.engines import seccomp
+from pappus.engines.seccomp import ArgumentEquals, ArgumentHasAll, ArgumentHasNone, Condition
+from pappus.engines.syscalls import syscall_number
+
+Kind = Literal["native", "emulate", "errno", "kill"]
+
+PROT_EXEC = 0x4
+MAP_SHARED, MAP_ANONYMOUS = 0x01, 0x20
+ARCH_SET_FS = 0x1002
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What happens to system call ``name`` when ``conditions`` hold."""
+
+    name: str
+    kind: Kind
+    note: str
+    conditions: tuple[Condition, ...] = ()
+    errno: int | None = None
+
+    @property
+    def number(self) -> int:
+        return syscall_number(self.name)
+
+
+def _native(name: str, note: str, *conditions: Condition) -> Entry:
+    return Entry(name, "native", note, conditions)
+
+
+def _emulate(name: str, note: str) -> Entry:
+    return Entry(name, "emulate", note)
+
+
+def _refuse(name: str, code: int, note: str) -> Entry:
+    return Entry(name, "errno", note, errno=code)
+
+
+def _kill(name: str, note: str) -> Entry:
+    return Entry(name, "kill", note)
+
+
+_NO_EXEC = ArgumentHasNone(2, PROT_EXEC, "PROT_EXEC")
+_FILES = "served by the supervisor from the invocation's sets"
+_NETWORK = "no network: communication is done by trusted functions outside"
+_PROCESSES = "one process per invocation: no new processes or programs"
+
+TABLE: tuple[Entry, ...] = (
+    # -- process and thread set-up, run natively ---------------------------------------
+    _native("exit", "ends the thread"),
+    _native("exit_group", "ends the run; its status is the exit code"),
+    _native("arch_prctl", "thread pointer for TLS", ArgumentEquals(0, ARCH_SET_FS)),
+    _refuse("arch_prctl", errno_codes.EINVAL, "other arch_prctl codes"),
+    _native("set_tid_address", "libc start-up"),
+    _native("set_robust_list", "libc start-up"),
+    _native("rseq", "glibc start-up (restartable sequences)"),
+    _native("futex", "one process: only its own words"),
+    _native("sched_yield", "harmless"),
+    _native("rt_sigaction", "the program's own signal handlers"),
+    _native("rt_sigprocmask", "the program's own signal mask"),
+    _native("rt_sigreturn", "return from its own handler"),
+    _native("sigaltstack", "its own signal stack"),
+    _native("getrandom", "entropy carries no host information"),
+    # -- memory, natively within RLIMIT_AS and without new executable memory --------------
+    _native("brk", "heap, bounded by RLIMIT_AS"),
+    _native("mmap", "anonymous private memory, bounded by RLIMIT_AS", _NO_EXEC,
+            ArgumentHasAll(3, MAP_ANONYMOUS, "MAP_ANONYMOUS"),
+            ArgumentHasNone(3, MAP_SHARED, "MAP_SHARED")),
+    _refuse("mmap", errno_codes.EACCES, "no executable, shared or file mappings"),
+    _native("mprotect", "within its own mappings", _NO_EXEC),
+    _refuse("mprotect", errno_codes.EACCES, "no new executable memory"),
+    _native("munmap", "its own mappings"),
+    _native("mremap", "its own mappings; protections are kept"),
+    _native("madvise", "hints on its own mappings"),
+    # -- files, emulated over the set-backed file system ----------------------------------
+    *(_emulate(name, _FILES) for name in (
+        "read", "write", "readv", "writev", "pread64", "pwrite64", "open", "openat", "close",
+        "lseek", "fstat", "stat", "lstat", "newfstatat", "statx", "getdents64", "fcntl",
+        "dup", "dup2", "dup3", "mkdir", "mkdirat", "unlink", "unlinkat", "rename",
+        "renameat", "renameat2", "access", "faccessat", "faccessat2", "getcwd", "chdir",
+        "ftruncate", "fsync", "fdatasync", "sendfile", "readlink", "readlinkat",
+        "umask")),
+    _emulate("ioctl", "terminal queries answer ENOTTY: there is no terminal"),
+    # -- identity and limits, emulated with fixed, documented answers ----------------------
+    *(_emulate(name, "a fixed identity: uid/gid 65534, pid 1; the host's are never shown")
+      for name in ("getuid", "geteuid", "getgid", "getegid", "getpid", "gettid", "getppid")),
+    _emulate("uname", "a fixed system name (\"pappus\"), not the host's"),
+    _emulate("prlimit64", "reads the sandbox's own limits; raising them is EPERM"),
+    _emulate("prctl", "PR_SET_NAME/PR_GET_NAME on a virtual name; other options EINVAL"),
+    _emulate("sysinfo", "the sandbox's memory bound, not the host's"),
+    # -- time: reading is harmless (the vDSO bypasses seccomp anyway); setting is refused ---
+    _native("clock_gettime", "read only"),
+    _native("gettimeofday", "read only"),
+    _native("time", "read only"),
+    _native("clock_getres", "read only"),
+    _native("nanosleep", "bounded by the invocation's deadline"),
+    _native("clock_nanosleep", "bounded by the invocation's deadline"),
+    *(_refuse(name, errno_codes.EPERM, "no clock manipulation")
+      for name in ("clock_settime", "settimeofday", "adjtimex", "clock_adjtime")),
+    # -- refused honestly --------------------------------------------------------------
+    *(_refuse(name, errno_codes.EACCES, _NETWORK) for name in (
+        "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+        "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockopt", "setsockopt",
+        "getsockname", "getpeername")),
+    *(_refuse(name, errno_codes.EPERM, _PROCESSES) for name in (
+        "fork", "vfork", "clone", "clone3", "execve", "execveat", "wait4", "waitid")),
+    *(_refuse(name, errno_codes.EPERM, "no ownership or permission changes")
+      for name in ("chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat",
+                   "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid")),
+    # -- killed and reported ---------------------------------------------------------------
+    *(_kill(name, "never legitimate for a compute function") for name in (
+        "ptrace", "process_vm_readv", "process_vm_writev", "kill", "tkill", "tgkill",
+        "mount", "umount2", "unshare", "setns", "pivot_root", "chroot", "bpf",
+        "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+        "io_uring_register", "kexec_load", "kexec_file_load", "init_module",
+        "finit_module", "delete_module", "keyctl", "add_key", "request_key",
+        "personality", "seccomp", "memfd_create", "pidfd_open", "pidfd_getfd",
+        "pidfd_send_signal", "reboot", "swapon", "swapoff", "acct", "quotactl")),
+)
+"""The policy. First matching entry wins; anything absent is ``kill``."""
+
+
+def seccomp_rules(table: tuple[Entry, ...] = TABLE) -> tuple[seccomp.Rule, ...]:
+    """The table as seccomp rules: emulate and kill both notify the supervisor."""
+    rules: list[seccomp.Rule] = []
+    for entry in table:
+        if entry.kind == "native":
+            action = seccomp.ALLOW
+        elif entry.kind == "errno":
+            code = entry.errno if entry.errno is not None else errno_codes.ENOSYS
+            action = seccomp.Action.errno(code, errno_codes.errorcode[code])
+        else:
+            action = seccomp.NOTIFY
+        rules.append(seccomp.Rule(entry.name, action, entry.conditions, entry.note))
+    return tuple(rules)
+
+
+DEFAULT = seccomp.NOTIFY
+"""Unknown calls go to the supervisor, which kills the sandbox and reports the call."""
+
+
+def compile_table(table: tuple[Entry, ...] = TABLE) -> list[seccomp.Instruction]:
+    """The linux engine's seccomp program."""
+    return seccomp.compile_policy(seccomp_rules(table), DEFAULT)
+
+
+def entry_for(number: int, table: tuple[Entry, ...] = TABLE) -> Entry | None:
+    """The supervisor's dispatch: the first emulate/kill entry for ``number`` (None: kill).
+
+    Conditions are not re-checked here: the kernel only notifies calls whose
+    native and errno entries did not apply.
+    """
+    for entry in table:
+        if entry.number == number and entry.kind in ("emulate", "kill"):
+            return entry
+    return None
+
+
+def table_markdown(table: tuple[Entry, ...] = TABLE) -> str:
+    """The table for ``docs/linux-engine.md``."""
+    lines = ["| system call | action | when | fidelity |", "|---|---|---|---|"]
+    for entry in table:
+        when = ", ".join(c.describe() for c in entry.conditions) or "always"
+        action = (f"errno {errno_codes.errorcode[entry.errno]}" if entry.kind == "errno"
+                  and entry.errno is not None else entry.kind)
+        lines.append(f"| `{entry.name}` | {action} | {when} | {entry.note} |")
+    lines.append("| anything else, x32, i386 (`int 0x80`) | kill | | deny by default, "
+                 "reported as `forbidden_syscall` |")
+    return "\n".join(lines) + "\n"
