@@ -77,13 +77,17 @@ def default_runner_dir() -> Path:
 class ProcessArtifact(Artifact):
     """A validated function image and the parts of its runner parameters fixed at registration."""
 
-    def __init__(self, spec: FunctionSpec, image: FunctionImage) -> None:
+    def __init__(self, spec: FunctionSpec, image: FunctionImage, seccomp_program: bytes) -> None:
         self.spec = spec
         self.image = image
         self.static = layout.image_bytes(image)
-        self.segment_table = b"".join(
+        self.segment_count = len(image.segments)
+        segment_table = b"".join(
             SEGMENT.pack(start, end - start, _protection(s.readable, s.writable, s.executable))
             for s in image.segments for start, end in [s.page_range])
+        padding = bytes((MAX_SEGMENTS - self.segment_count) * SEGMENT.size)
+        self.params_tail = segment_table + padding + seccomp_program
+        """Everything of the runner parameters after the header: fixed at registration."""
 
     def __repr__(self) -> str:
         return (f"<ProcessArtifact {self.spec.name!r} image={self.image.end - FUNCTION_BASE} "
@@ -132,7 +136,7 @@ class ProcessEngine(Engine):
                                     f"its {size}-byte context", engine="process")
         self._runner_path()
         self._counters.count_prepared()
-        return ProcessArtifact(spec, image)
+        return ProcessArtifact(spec, image, self._filter)
 
     def invoke(self, artifact: Artifact, inputs: Sequence[DataSet | None],
                limits: Limits) -> InvocationResult:
@@ -204,13 +208,11 @@ class ProcessEngine(Engine):
 
     def _params(self, artifact: ProcessArtifact, context: layout.Context, limits: Limits) -> bytes:
         cpu_seconds = max(1, math.ceil(limits.remaining()) + 1)
-        segments = len(artifact.segment_table) // SEGMENT.size
         header = PARAMS.pack(PARAMS_MAGIC, context.size, artifact.image.entry,
                              context.size - layout.STACK_OFFSET, cpu_seconds,
-                             context.size - layout.STACK_OFFSET, segments,
+                             context.size - layout.STACK_OFFSET, artifact.segment_count,
                              len(self._filter) // 8)
-        padding = bytes((MAX_SEGMENTS - segments) * SEGMENT.size)
-        return header + artifact.segment_table + padding + self._filter
+        return header + artifact.params_tail
 
     def statistics(self) -> EngineStatistics:
         """Counters since the engine started."""

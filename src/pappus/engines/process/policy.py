@@ -24,24 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pappus.engines import seccomp
-from pappus.engines.seccomp import SECCOMP_RET_ALLOW, SECCOMP_RET_TRAP, Instruction
+from pappus.engines.seccomp import SECCOMP_RET_ALLOW, SECCOMP_RET_TRAP, ArgumentEquals, Instruction
 from pappus.engines.syscalls import syscall_number
 
 ARCH_SET_FS = 0x1002
 
 __all__ = ["POLICY", "SECCOMP_RET_ALLOW", "SECCOMP_RET_TRAP", "ArgumentEquals", "Instruction",
            "Rule", "compile_filter", "filter_bytes", "policy_markdown"]
-
-
-@dataclass(frozen=True, slots=True)
-class ArgumentEquals:
-    """Condition: 64-bit argument ``index`` (0-based) equals ``value``."""
-
-    index: int
-    value: int
-
-    def describe(self) -> str:
-        return f"arg{self.index} == {self.value:#x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +57,7 @@ POLICY: tuple[Rule, ...] = (
 
 def compile_filter(policy: tuple[Rule, ...] = POLICY) -> list[Instruction]:
     """The seccomp program for ``policy``: check the ABI first, then allow-list, else deny."""
-    rules = tuple(seccomp.Rule(rule.name, seccomp.ALLOW, tuple(
-        seccomp.ArgumentEquals(c.index, c.value) for c in rule.conditions)) for rule in policy)
+    rules = tuple(seccomp.Rule(rule.name, seccomp.ALLOW, rule.conditions) for rule in policy)
     return seccomp.compile_policy(rules, seccomp.TRAP)
 
 

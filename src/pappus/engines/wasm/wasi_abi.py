@@ -101,6 +101,13 @@ class CallTable:
         return add
 
 
+def put_sizes(memory: GuestMemory, strings: list[bytes], count: int, size: int) -> None:
+    """``args_sizes_get``/``environ_sizes_get``: the count and the NUL-terminated total."""
+    memory.check(count, 4)
+    memory.put_u32(size, sum(len(s) + 1 for s in strings))
+    memory.put_u32(count, len(strings))
+
+
 def put_strings(memory: GuestMemory, strings: list[bytes], pointers: int, buffer: int) -> None:
     """``args_get``/``environ_get``: NUL-terminated strings and a pointer array."""
     memory.check(pointers, 4 * len(strings))

@@ -33,6 +33,7 @@ from pappus.engines.wasm.wasi_abi import (
     CallTable,
     ProcExit,
     WasiState,
+    put_sizes,
     put_strings,
 )
 
@@ -47,9 +48,7 @@ MAX_SUBSCRIPTIONS = 1024
 
 @wasi("i32", "i32")
 def args_sizes_get(state: WasiState, memory: GuestMemory, count: int, size: int) -> int:
-    memory.check(count, 4)
-    memory.put_u32(size, sum(len(a) + 1 for a in state.fs.argv))
-    memory.put_u32(count, len(state.fs.argv))
+    put_sizes(memory, state.fs.argv, count, size)
     return ESUCCESS
 
 
@@ -61,9 +60,7 @@ def args_get(state: WasiState, memory: GuestMemory, pointers: int, buffer: int) 
 
 @wasi("i32", "i32")
 def environ_sizes_get(state: WasiState, memory: GuestMemory, count: int, size: int) -> int:
-    memory.check(count, 4)
-    memory.put_u32(size, sum(len(e) + 1 for e in state.fs.environ))
-    memory.put_u32(count, len(state.fs.environ))
+    put_sizes(memory, state.fs.environ, count, size)
     return ESUCCESS
 
 
