@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 def create_engines(settings: Settings) -> dict[str, Engine]:
     """Instantiate every engine available on this machine, by registration name.
 
-    ``process`` needs Linux on x86-64 (its ABI and seccomp filter are
-    x86-64's); elsewhere it is simply absent, and registering a function for
-    it names the engines that are available.
+    ``process`` and ``linux`` need Linux on x86-64 (their ABI and seccomp
+    filters are x86-64's); elsewhere they are simply absent, and registering a function for
+    them names the engines that are available.
     """
     import platform
     import sys
@@ -44,4 +44,7 @@ def create_engines(settings: Settings) -> dict[str, Engine]:
         from pappus.engines.process import ProcessEngine
 
         engines["process"] = ProcessEngine(settings.resolved_data_dir / "runner")
+        from pappus.engines.linux import LinuxEngine
+
+        engines["linux"] = LinuxEngine(settings.resolved_data_dir / "runner")
     return engines

@@ -64,10 +64,13 @@ def test_every_census_call_has_an_honest_entry() -> None:
             assert entry is not None and entry.kind == "emulate", call
 
 
-def test_memory_calls_are_native_only_without_new_executable_memory() -> None:
+def test_memory_calls_allow_no_new_executable_memory() -> None:
     prot_rw, prot_rwx = 3, 7
     private_anonymous, shared_anonymous, private_file = 0x22, 0x21, 0x02
-    assert verdict("mmap", 0, 4096, prot_rw, private_anonymous) == seccomp.SECCOMP_RET_ALLOW
+    # anonymous private memory is checked against the bound by the supervisor first
+    assert verdict("mmap", 0, 4096, prot_rw, private_anonymous) == seccomp.SECCOMP_RET_USER_NOTIF
+    entry = entry_for(syscall_number("mmap"))
+    assert entry is not None and entry.kind == "emulate"
     assert errno_of(verdict("mmap", 0, 4096, prot_rwx, private_anonymous)) == errno.EACCES
     assert errno_of(verdict("mmap", 0, 4096, prot_rw, shared_anonymous)) == errno.EACCES
     assert errno_of(verdict("mmap", 0, 4096, prot_rw, private_file)) == errno.EACCES
@@ -77,6 +80,21 @@ def test_memory_calls_are_native_only_without_new_executable_memory() -> None:
     assert verdict("mprotect", 0x1000, 4096, prot_rw) == seccomp.SECCOMP_RET_ALLOW
     assert errno_of(verdict("mprotect", 0x1000, 4096, prot_rwx)) == errno.EACCES
     assert verdict("brk", 0) == seccomp.SECCOMP_RET_ALLOW
+
+
+def test_only_real_input_descriptors_are_read_natively() -> None:
+    for name in ("read", "pread64", "readv", "lseek"):
+        assert verdict(name, 512) == seccomp.SECCOMP_RET_ALLOW, name
+        assert verdict(name, 1023) == seccomp.SECCOMP_RET_ALLOW, name
+        assert verdict(name, 3) == seccomp.SECCOMP_RET_USER_NOTIF, name
+        assert verdict(name, 511) == seccomp.SECCOMP_RET_USER_NOTIF, name
+    assert verdict("write", 512) == seccomp.SECCOMP_RET_USER_NOTIF
+    assert verdict("close", 512) == seccomp.SECCOMP_RET_USER_NOTIF
+
+
+def test_execveat_goes_to_the_supervisor_execve_is_refused() -> None:
+    assert verdict("execveat", 0) == seccomp.SECCOMP_RET_USER_NOTIF
+    assert errno_of(verdict("execve")) == errno.EPERM
 
 
 def test_arch_prctl_sets_fs_only() -> None:

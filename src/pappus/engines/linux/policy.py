@@ -74,6 +74,8 @@ def _kill(name: str, note: str) -> Entry:
 
 
 _NO_EXEC = ArgumentHasNone(2, PROT_EXEC, "PROT_EXEC")
+REAL_DESCRIPTOR_BIT = 0x200
+_REAL_FILE = ArgumentHasAll(0, REAL_DESCRIPTOR_BIT, "0x200 (a real input file)")
 _FILES = "served by the supervisor from the invocation's sets"
 _NETWORK = "no network: communication is done by trusted functions outside"
 _PROCESSES = "one process per invocation: no new processes or programs"
@@ -95,10 +97,11 @@ TABLE: tuple[Entry, ...] = (
     _native("sigaltstack", "its own signal stack"),
     _native("getrandom", "entropy carries no host information"),
     # -- memory, natively within RLIMIT_AS and without new executable memory --------------
-    _native("brk", "heap, bounded by RLIMIT_AS"),
-    _native("mmap", "anonymous private memory, bounded by RLIMIT_AS", _NO_EXEC,
-            ArgumentHasAll(3, MAP_ANONYMOUS, "MAP_ANONYMOUS"),
-            ArgumentHasNone(3, MAP_SHARED, "MAP_SHARED")),
+    _native("brk", "heap, bounded by RLIMIT_AS (glibc and musl fall back to mmap when it fails)"),
+    Entry("mmap", "emulate", "anonymous private memory: checked against the memory bound, "
+          "then run by the kernel (ENOMEM past it, and the run is out_of_memory if it fails)",
+          (_NO_EXEC, ArgumentHasAll(3, MAP_ANONYMOUS, "MAP_ANONYMOUS"),
+           ArgumentHasNone(3, MAP_SHARED, "MAP_SHARED"))),
     _refuse("mmap", errno_codes.EACCES, "no executable, shared or file mappings"),
     _native("mprotect", "within its own mappings", _NO_EXEC),
     _refuse("mprotect", errno_codes.EACCES, "no new executable memory"),
@@ -106,11 +109,13 @@ TABLE: tuple[Entry, ...] = (
     _native("mremap", "its own mappings; protections are kept"),
     _native("madvise", "hints on its own mappings"),
     # -- files, emulated over the set-backed file system ----------------------------------
+    *(_native(name, "large input files are read-only sealed memfds at descriptors 512+",
+              _REAL_FILE) for name in ("read", "pread64", "readv", "lseek")),
     *(_emulate(name, _FILES) for name in (
         "read", "write", "readv", "writev", "pread64", "pwrite64", "open", "openat", "close",
         "lseek", "fstat", "stat", "lstat", "newfstatat", "statx", "getdents64", "fcntl",
-        "dup", "dup2", "dup3", "mkdir", "mkdirat", "unlink", "unlinkat", "rename",
-        "renameat", "renameat2", "access", "faccessat", "faccessat2", "getcwd", "chdir",
+        "dup", "dup2", "dup3", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename",
+        "renameat", "renameat2", "access", "faccessat", "faccessat2", "getcwd", "chdir", "fchdir",
         "ftruncate", "fsync", "fdatasync", "sendfile", "readlink", "readlinkat",
         "umask")),
     _emulate("ioctl", "terminal queries answer ENOTTY: there is no terminal"),
@@ -136,7 +141,9 @@ TABLE: tuple[Entry, ...] = (
         "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockopt", "setsockopt",
         "getsockname", "getpeername")),
     *(_refuse(name, errno_codes.EPERM, _PROCESSES) for name in (
-        "fork", "vfork", "clone", "clone3", "execve", "execveat", "wait4", "waitid")),
+        "fork", "vfork", "clone", "clone3", "execve", "wait4", "waitid")),
+    _emulate("execveat", "the launcher's own start of the program passes once; any later "
+             "call is EPERM (one program per invocation)"),
     *(_refuse(name, errno_codes.EPERM, "no ownership or permission changes")
       for name in ("chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat",
                    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid")),

@@ -1,0 +1,182 @@
+"""The linux engine: busybox per invocation, per emulated call, and bwrap as the baseline.
+
+Measured in one run:
+
+* engine-level invocation of Debian's static ``busybox true`` and of
+  ``busybox sha256sum`` on a 1 MiB input item (fresh process per call):
+  median and p99;
+* the cost of one emulated system call: a static C program (built here from
+  our source) making N ``getppid`` calls (emulated) against the same program
+  making none, ``(t_N - t_0) / N``;
+* baseline: ``bwrap --unshare-all`` running the same busybox commands on the
+  same file (bind-mounted read-only), and the ratio of the medians;
+* for reference: the same commands run natively with ``posix_spawn``.
+
+    python -m benchmarks.bench_linux [--samples N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.stats import percentile, summary_us
+from pappus.engines.base import FunctionSpec, Limits
+from pappus.engines.linux import LinuxEngine
+from pappus.engines.linux.engine import LinuxArtifact
+from pappus.model import DataSet, Item
+
+BUSYBOX = Path("/bin/busybox")
+TARGET_TRUE_US = 600.0
+TARGET_SHA_US = 3000.0
+TARGET_CALL_US = 20.0
+TARGET_BWRAP_RATIO = 4.0
+CALLS = 2000
+CALLS_C = """#include <unistd.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 0;
+    for (long i = 0; i < n; i++) syscall(SYS_getppid);
+    return 0;
+}
+"""
+
+
+def limits() -> Limits:
+    return Limits.from_timeout(30.0, 256 << 20, 16 << 20)
+
+
+def stdio(argv: str) -> DataSet:
+    return DataSet("stdio", (Item("argv", 0, argv.encode()),))
+
+
+def timed(call: Callable[[], object], samples: int) -> list[float]:
+    times: list[float] = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def prepare(engine: LinuxEngine, name: str, binary: bytes) -> LinuxArtifact:
+    spec = FunctionSpec(name, "linux", binary, hashlib.sha256(binary).hexdigest(),
+                        ("stdio", "in"), ("stdio",))
+    return engine.prepare(spec, None)
+
+
+def invoker(engine: LinuxEngine, artifact: LinuxArtifact, argv: str,
+            files: tuple[Item, ...] = (), expect: bytes | None = None) -> Callable[[], object]:
+    inputs = [stdio(argv), DataSet("in", files)]
+
+    def call() -> None:
+        result = engine.invoke(artifact, inputs, limits())
+        if result.exit_code != 0:
+            raise RuntimeError(f"{argv!r} exited {result.exit_code}: {result!r}")
+        if expect is not None and result.outputs[0].items[0].data != expect:
+            raise RuntimeError(f"{argv!r}: wrong output {result.outputs[0].items[0].data!r}")
+    return call
+
+
+def spawner(argv: list[str]) -> Callable[[], object]:
+    def call() -> None:
+        pid = os.posix_spawn(argv[0], argv, {}, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise RuntimeError(f"{argv} failed with status {status}")
+    return call
+
+
+def bwrap(scratch: Path, command: list[str]) -> list[str]:
+    binary = shutil.which("bwrap")
+    if binary is None:
+        raise RuntimeError("bwrap is not installed (scripts/setup installs bubblewrap)")
+    return [binary, "--unshare-all", "--die-with-parent", "--ro-bind", str(BUSYBOX),
+            "/bin/busybox", "--ro-bind", str(scratch / "in"), "/in", "/bin/busybox", *command]
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=300)
+    args = parser.parse_args()
+    samples = args.samples
+    data = os.urandom(1 << 20)
+    expect = f"{hashlib.sha256(data).hexdigest()}  /in/data\n".encode()
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        (scratch / "in").mkdir()
+        (scratch / "in" / "data").write_bytes(data)
+        (scratch / "calls.c").write_text(CALLS_C)
+        subprocess.run(["gcc", "-static", "-O2", "-o", str(scratch / "calls"),
+                        str(scratch / "calls.c")], check=True)
+        engine = LinuxEngine(scratch / "cache")
+        busybox = prepare(engine, "busybox", BUSYBOX.read_bytes())
+        calls = prepare(engine, "calls", (scratch / "calls").read_bytes())
+        files = (Item("data", 0, data),)
+        true_call = invoker(engine, busybox, "true")
+        sha_call = invoker(engine, busybox, "sha256sum /in/data", files, expect)
+        calls_none = invoker(engine, calls, "calls 0")
+        calls_many = invoker(engine, calls, f"calls {CALLS}")
+        bwrap_true = spawner(bwrap(scratch, ["true"]))
+        bwrap_sha = spawner(bwrap(scratch, ["sha256sum", "/in/data"]))
+        native_true = spawner([str(BUSYBOX), "true"])
+        native_sha = spawner([str(BUSYBOX), "sha256sum", str(scratch / "in" / "data")])
+        for call in (true_call, sha_call, calls_none, calls_many, bwrap_true, bwrap_sha):
+            timed(call, 10)  # warm-up
+        results = {
+            "true": timed(true_call, samples),
+            "sha": timed(sha_call, max(samples // 3, 20)),
+            "calls_none": timed(calls_none, max(samples // 3, 20)),
+            "calls_many": timed(calls_many, max(samples // 6, 10)),
+            "bwrap_true": timed(bwrap_true, max(samples // 3, 20)),
+            "bwrap_sha": timed(bwrap_sha, max(samples // 3, 20)),
+            "native_true": timed(native_true, samples),
+            "native_sha": timed(native_sha, max(samples // 3, 20)),
+        }
+        engine.close()
+    median = {name: statistics.median(times) * 1e6 for name, times in results.items()}
+    per_call = (median["calls_many"] - median["calls_none"]) / CALLS
+    true_ratio = median["bwrap_true"] / median["true"]
+    sha_ratio = median["bwrap_sha"] / median["sha"]
+    print("linux engine: Debian's static busybox, fresh process per invocation")
+    print(f"    busybox true, LinuxEngine.invoke:          {summary_us(results['true'])}")
+    print(f"    busybox sha256sum 1 MiB, LinuxEngine.invoke: {summary_us(results['sha'])}")
+    print(f"    busybox true, bwrap --unshare-all:          {summary_us(results['bwrap_true'])}")
+    print(f"    busybox sha256sum 1 MiB, bwrap:             {summary_us(results['bwrap_sha'])}")
+    print(f"    busybox true, native posix_spawn:          {summary_us(results['native_true'])}")
+    print(f"    busybox sha256sum 1 MiB, native:            {summary_us(results['native_sha'])}")
+    print(f"    C program, 0 / {CALLS} emulated getppid: {median['calls_none']:.0f} / "
+          f"{median['calls_many']:.0f} us (median)")
+    print(f"    per emulated system call: {per_call:.1f} us")
+    print(f"    ratio bwrap/pappus (median): true {true_ratio:.2f}, sha256sum {sha_ratio:.2f}")
+    print("targets:")
+    print(f"    busybox true median <= {TARGET_TRUE_US:.0f} us: {median['true']:.0f} us "
+          f"({verdict(median['true'] <= TARGET_TRUE_US)})")
+    print(f"    sha256sum 1 MiB median <= {TARGET_SHA_US:.0f} us: {median['sha']:.0f} us "
+          f"({verdict(median['sha'] <= TARGET_SHA_US)}); native busybox itself: "
+          f"{median['native_sha']:.0f} us")
+    print(f"    per emulated call <= {TARGET_CALL_US:.0f} us: {per_call:.1f} us "
+          f"({verdict(per_call <= TARGET_CALL_US)})")
+    print(f"    pappus >= {TARGET_BWRAP_RATIO:.0f}x faster than bwrap: true {true_ratio:.2f}x, "
+          f"sha256sum {sha_ratio:.2f}x "
+          f"({verdict(min(true_ratio, sha_ratio) >= TARGET_BWRAP_RATIO)})")
+    p99 = percentile(results["true"], 0.99) * 1e6
+    print(f"    (busybox true p99 {p99:.0f} us)")
+
+
+if __name__ == "__main__":
+    main()

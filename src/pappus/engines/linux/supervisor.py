@@ -1,0 +1,348 @@
+"""The supervisor: answers a sandboxed program's notified system calls until it ends.
+
+One supervisor serves one invocation, in the invoking thread. It receives
+each call the filter sent to user space (:mod:`.notify`), looks up the
+policy table's entry (:func:`~pappus.engines.linux.policy.entry_for`) and
+
+* ``emulate``: answers it from :class:`~pappus.engines.linux.files.LinuxFiles`
+  or the fixed identity below, copying arguments out of the program first,
+  so the kernel never acts on memory the program could still change;
+* ``kill`` (and anything the table does not know, any other architecture or
+  x32): kills the process and records the call, reported as
+  ``forbidden_syscall`` with its name and number.
+
+Two calls are let through to the kernel after a check, because they take no
+pointer the kernel would read: the launcher's own ``execveat`` (the first
+call, before the program exists) and anonymous ``mmap``, after checking it
+against the memory bound, so that running out of memory is *seen* (the
+program gets ``ENOMEM`` and the run, if it then fails, ends as
+``out_of_memory``).
+
+Nothing a program does reaches the supervisor as an exception: a bad
+pointer is ``EFAULT``, a bad path ``ENOENT``/``EINVAL``/..., and a supervisor
+bug on one call is logged and answered ``ENOSYS`` rather than crashing the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as errno_codes
+import functools
+import logging
+import os
+import select
+import signal
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pappus.engines.linux import policy
+from pappus.engines.linux.files import VIRTUAL_LIMIT, LinuxError, LinuxFiles, linux_errno
+from pappus.engines.linux.notify import Listener, MemoryFault, Notification, ProcessMemory
+from pappus.engines.syscalls import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscall_name
+from pappus.vfs import OutputLimitExceeded, SetFileSystem, VfsError
+
+log = logging.getLogger(__name__)
+
+RLIM_INFINITY = (1 << 64) - 1
+PR_SET_NAME, PR_GET_NAME = 15, 16
+MAP_ANONYMOUS = 0x20
+PAGE = 4096
+UTSNAME = (b"Linux", b"pappus", b"6.1.0-pappus", b"#1 SMP pappus", b"x86_64", b"(none)")
+
+
+class LetKernelRun(Exception):
+    """Answer by letting the kernel run the call as made (no pointer arguments)."""
+
+
+@dataclass(slots=True)
+class Verdict:
+    """How the run ended, as the supervisor saw it."""
+
+    forbidden: tuple[str, int, int] | None = None  # name, number, arch
+    output_limit: int | None = None
+    memory_refused: int | None = None  # bytes asked for when the bound was hit
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """What the program may use: bytes of address space, CPU seconds, stack bytes."""
+
+    address_space: int
+    cpu_seconds: int
+    stack: int
+
+
+class Supervisor:
+    """Answers the notified calls of one sandboxed process (see the module docstring)."""
+
+    def __init__(
+        self, pid: int, pidfd: int, listener: Listener, fs: SetFileSystem, limits: SandboxLimits
+    ) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.listener = listener
+        self.fs = fs
+        self.limits = limits
+        self.verdict = Verdict()
+        self.calls = 0
+        self._memory: ProcessMemory | None = None
+        self._statm: int | None = None
+        self._current: Notification | None = None
+        self._exec_done = False
+        self._name = b"function"
+        self.files = LinuxFiles(fs, self._process_memory, self._install_descriptor)
+        self._handlers = self._dispatch()
+
+    # -- resources --------------------------------------------------------------------------
+
+    def _process_memory(self) -> ProcessMemory:
+        # Opened lazily: /proc/<pid>/mem binds to the address space at open time, and the
+        # first calls come before the exec replaces the launcher's.
+        if self._memory is None:
+            self._memory = ProcessMemory(self.pid)
+        return self._memory
+
+    def _install_descriptor(self, source_fd: int, target_fd: int) -> None:
+        assert self._current is not None
+        self.listener.add_descriptor(self._current, source_fd, target_fd)
+
+    def close(self) -> None:
+        """Release the supervisor's descriptors (not the process)."""
+        self.files.close_all()
+        if self._memory is not None:
+            self._memory.close()
+        if self._statm is not None:
+            os.close(self._statm)
+        self.listener.close()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, deadline: float) -> None:
+        """Serve calls until the process ends, or kill it at ``deadline`` (monotonic)."""
+        poller = select.poll()
+        poller.register(self.listener.fd, select.POLLIN)
+        while True:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            events = poller.poll(remaining_ms)
+            if not events:
+                if time.monotonic() >= deadline:
+                    self.verdict.timed_out = True
+                    self.kill()
+                    return
+                continue
+            _, mask = events[0]
+            if mask & select.POLLIN:
+                notification = self.listener.receive()
+                if notification is not None and not self._answer(notification):
+                    return
+            elif mask & (select.POLLHUP | select.POLLERR):
+                return  # every task of the filter is gone
+
+    def kill(self) -> None:
+        """SIGKILL the process (it may already be gone)."""
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def _answer(self, call: Notification) -> bool:
+        """Answer one call; False when the process was killed (stop serving)."""
+        self.calls += 1
+        self._current = call
+        if call.arch != AUDIT_ARCH_X86_64 or call.nr & X32_SYSCALL_BIT:
+            return self._forbid(call)
+        handler = self._handlers.get(call.nr)
+        if handler is None:
+            return self._forbid(call)
+        try:
+            value = handler(call.args)
+        except LetKernelRun:
+            self.listener.let_kernel_run(call)
+            return True
+        except LinuxError as error:
+            self.listener.reply(call, error=error.code)
+            return True
+        except VfsError as error:
+            self.listener.reply(call, error=linux_errno(error))
+            return True
+        except MemoryFault:
+            self.listener.reply(call, error=errno_codes.EFAULT)
+            return True
+        except OutputLimitExceeded as exc:
+            self.verdict.output_limit = exc.limit
+            self.kill()
+            return False
+        except Exception:  # a supervisor bug must not take the worker down
+            log.exception("linux engine: emulating %s failed", syscall_name(call.nr))
+            self.listener.reply(call, error=errno_codes.ENOSYS)
+            return True
+        self.listener.reply(call, value=value)
+        return True
+
+    def _forbid(self, call: Notification) -> bool:
+        self.verdict.forbidden = (syscall_name(call.nr, call.arch), call.nr, call.arch)
+        self.kill()
+        return False
+
+    # -- dispatch, generated from the policy table ---------------------------------------------
+
+    def _dispatch(self) -> dict[int, Callable[[tuple[int, ...]], int]]:
+        f = self.files
+        emulated: dict[str, Callable[[tuple[int, ...]], int]] = {
+            "read": lambda a: f.read(a[0], a[1], a[2]),
+            "pread64": lambda a: f.read(a[0], a[1], a[2], _nonnegative(a[3])),
+            "readv": lambda a: f.readv(a[0], a[1], a[2]),
+            "write": lambda a: f.write(a[0], a[1], a[2]),
+            "pwrite64": lambda a: f.write(a[0], a[1], a[2], _nonnegative(a[3])),
+            "writev": lambda a: f.writev(a[0], a[1], a[2]),
+            "sendfile": lambda a: f.sendfile(a[0], a[1], a[2], a[3]),
+            "open": lambda a: f.openat(AT_FDCWD, a[0], a[1], a[2]),
+            "openat": lambda a: f.openat(a[0], a[1], a[2], a[3]),
+            "close": lambda a: self._close(a[0]),
+            "lseek": lambda a: f.lseek(a[0], a[1], a[2]),
+            "fstat": lambda a: f.fstat(a[0], a[1]),
+            "stat": lambda a: f.newfstatat(AT_FDCWD, a[0], a[1], 0),
+            "lstat": lambda a: f.newfstatat(AT_FDCWD, a[0], a[1], 0),
+            "newfstatat": lambda a: f.newfstatat(a[0], a[1], a[2], a[3]),
+            "statx": lambda a: f.statx(a[0], a[1], a[2], a[4]),
+            "getdents64": lambda a: f.getdents64(a[0], a[1], a[2]),
+            "fcntl": lambda a: f.fcntl(a[0], a[1], a[2]),
+            "dup": lambda a: f.dup(a[0]),
+            "dup2": lambda a: f.dup(a[0], exact=a[1]),
+            "dup3": lambda a: f.dup3(a[0], a[1], a[2]),
+            "mkdir": lambda a: f.mkdirat(AT_FDCWD, a[0]),
+            "mkdirat": lambda a: f.mkdirat(a[0], a[1]),
+            "rmdir": lambda a: f.unlinkat(AT_FDCWD, a[0], 0x200),
+            "unlink": lambda a: f.unlinkat(AT_FDCWD, a[0], 0),
+            "unlinkat": lambda a: f.unlinkat(a[0], a[1], a[2]),
+            "rename": lambda a: f.renameat(AT_FDCWD, a[0], AT_FDCWD, a[1]),
+            "renameat": lambda a: f.renameat(a[0], a[1], a[2], a[3]),
+            "renameat2": lambda a: f.renameat(a[0], a[1], a[2], a[3], a[4]),
+            "access": lambda a: f.faccessat(AT_FDCWD, a[0], a[1]),
+            "faccessat": lambda a: f.faccessat(a[0], a[1], a[2]),
+            "faccessat2": lambda a: f.faccessat(a[0], a[1], a[2]),
+            "getcwd": lambda a: f.getcwd(a[0], a[1]),
+            "chdir": lambda a: f.chdir(a[0]),
+            "fchdir": lambda a: f.fchdir(a[0]),
+            "ftruncate": lambda a: f.ftruncate(a[0], a[1]),
+            "fsync": lambda a: f.fsync(a[0]),
+            "fdatasync": lambda a: f.fsync(a[0]),
+            "readlink": lambda a: f.readlinkat(AT_FDCWD, a[0]),
+            "readlinkat": lambda a: f.readlinkat(a[0], a[1]),
+            "umask": lambda a: self._umask(a[0]),
+            "ioctl": lambda a: f.ioctl(a[0]),
+            "getuid": lambda a: 65534,
+            "geteuid": lambda a: 65534,
+            "getgid": lambda a: 65534,
+            "getegid": lambda a: 65534,
+            "getpid": lambda a: 1,
+            "gettid": lambda a: 1,
+            "getppid": lambda a: 0,
+            "uname": lambda a: self._uname(a[0]),
+            "prlimit64": lambda a: self._prlimit(a[0], a[1], a[2], a[3]),
+            "prctl": lambda a: self._prctl(a[0], a[1]),
+            "sysinfo": lambda a: self._sysinfo(a[0]),
+            "mmap": lambda a: self._mmap(a[1], a[3]),
+            "execveat": lambda a: self._execveat(),
+        }
+        handlers: dict[int, Callable[[tuple[int, ...]], int]] = {}
+        for number, name in _emulated_calls().items():
+            handler = emulated.get(name)
+            if handler is None:
+                raise RuntimeError(f"the policy emulates {name} but the supervisor has no "
+                                   "handler for it")
+            handlers[number] = handler
+        return handlers
+
+    # -- emulated calls that are not files -----------------------------------------------------
+
+    def _close(self, fd: int) -> int:
+        real = fd in self.files.real and fd >= VIRTUAL_LIMIT
+        self.files.close(fd)
+        if real:
+            raise LetKernelRun  # the program's own copy of the memfd: the kernel closes it
+        return 0
+
+    def _umask(self, mask: int) -> int:
+        old, self.files.umask = self.files.umask, mask & 0o777
+        return old
+
+    def _uname(self, buffer: int) -> int:
+        self.files.memory.write(buffer, b"".join(field.ljust(65, b"\0") for field in UTSNAME))
+        return 0
+
+    def _prlimit(self, pid: int, resource: int, new: int, old: int) -> int:
+        if pid not in (0, 1):
+            raise LinuxError(errno_codes.ESRCH)
+        if new:
+            raise LinuxError(errno_codes.EPERM)  # the sandbox's limits are fixed
+        if resource > 15:
+            raise LinuxError(errno_codes.EINVAL)
+        values = {
+            0: self.limits.cpu_seconds,
+            3: self.limits.stack,
+            4: 0,
+            7: VIRTUAL_LIMIT,
+            9: self.limits.address_space,
+        }
+        value = values.get(resource, RLIM_INFINITY)
+        if old:
+            self.files.memory.write(old, struct.pack("<QQ", value, value))
+        return 0
+
+    def _prctl(self, option: int, argument: int) -> int:
+        if option == PR_SET_NAME:
+            self._name = self.files.memory.read(argument, 16).split(b"\0")[0][:15]
+            return 0
+        if option == PR_GET_NAME:
+            self.files.memory.write(argument, self._name.ljust(16, b"\0"))
+            return 0
+        raise LinuxError(errno_codes.EINVAL)
+
+    def _address_space_in_use(self) -> int:
+        if self._statm is None:
+            self._statm = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+        return int(os.pread(self._statm, 64, 0).split()[0]) * PAGE
+
+    def _sysinfo(self, buffer: int) -> int:
+        total = self.limits.address_space
+        free = max(0, total - self._address_space_in_use())
+        record = struct.pack("<q3Q6QHHxxxxQQI", 0, 0, 0, 0, total, free, 0, 0, 0, 0, 1, 0, 0, 0, 1)
+        self.files.memory.write(buffer, record.ljust(112, b"\0"))
+        return 0
+
+    def _mmap(self, length: int, flags: int) -> int:
+        # The filter only notifies anonymous, private mappings without PROT_EXEC.
+        if not flags & MAP_ANONYMOUS:
+            raise LinuxError(errno_codes.EACCES)
+        in_use = self._address_space_in_use()
+        if in_use + length > self.limits.address_space:
+            self.verdict.memory_refused = length
+            raise LinuxError(errno_codes.ENOMEM)
+        raise LetKernelRun
+
+    def _execveat(self) -> int:
+        if not self._exec_done:  # the launcher starting the program, before it exists
+            self._exec_done = True
+            raise LetKernelRun
+        raise LinuxError(errno_codes.EPERM)  # one program per invocation
+
+
+@functools.cache
+def _emulated_calls() -> dict[int, str]:
+    """Number → name of every call the policy table emulates (computed once)."""
+    calls: dict[int, str] = {}
+    for entry in policy.TABLE:
+        if entry.kind == "emulate":
+            calls.setdefault(entry.number, entry.name)
+    return calls
+
+
+AT_FDCWD = (1 << 64) - 100  # as the kernel passes it: an int register, sign-extended
+
+
+def _nonnegative(offset: int) -> int:
+    if offset >= 1 << 63:
+        raise LinuxError(errno_codes.EINVAL)
+    return offset

@@ -1,0 +1,95 @@
+"""Build an engine's small native helper from its packaged C source, once, then cache it.
+
+The process engine's runner and the linux engine's launcher are the only
+native code pappus has. Each is compiled with the system C compiler the
+first time an engine needs it, into a cache directory keyed by the source,
+the flags and the compiler's version, and written atomically (temporary
+file, then rename), so concurrent workers and upgrades never see a
+half-written or stale binary. Nothing is asked of the user; without a C
+compiler the engine reports :class:`~pappus.errors.EngineUnavailable` saying
+which package to install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from pappus import sdk
+from pappus.errors import EngineUnavailable
+from pappus.toolchain import ToolchainError
+
+_lock = threading.Lock()
+
+FREESTANDING_FLAGS = (
+    "-static",
+    "-nostdlib",
+    "-ffreestanding",
+    "-fno-stack-protector",
+    "-fno-builtin",
+    "-fno-asynchronous-unwind-tables",
+    "-O2",
+    "-Wall",
+    "-Werror",
+    "-Wl,-z,noexecstack",
+    "-Wl,--build-id=none",
+)
+"""Flags every helper shares: a static, libc-free program."""
+
+
+def packaged_source(package: str, name: str) -> bytes:
+    """A C source shipped inside ``package``."""
+    return resources.files(package).joinpath(name).read_bytes()
+
+
+def find_compiler(engine: str, what: str) -> str:
+    """The C compiler to use (see :func:`pappus.sdk.find_compiler`)."""
+    try:
+        return sdk.find_compiler()
+    except ToolchainError as exc:
+        raise EngineUnavailable(
+            f"the {engine} engine needs a C compiler once, to build its small {what}: {exc}",
+            engine=engine,
+        ) from exc
+
+
+def ensure_built(
+    source: bytes, flags: Sequence[str], cache_dir: Path, *, stem: str, engine: str
+) -> Path:
+    """The path of ``stem`` built from ``source`` with ``flags``, building it if needed."""
+    compiler = find_compiler(engine, stem)
+    version = subprocess.run([compiler, "--version"], capture_output=True, check=False).stdout
+    all_flags = (*flags, *sdk.dialect_flags(compiler))
+    key = hashlib.sha256(b"\0".join([source, " ".join(all_flags).encode(), version]))
+    target = cache_dir / f"{stem}-{key.hexdigest()[:16]}"
+    if target.exists():
+        return target
+    with _lock:
+        if target.exists():
+            return target
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
+            source_path = Path(scratch) / f"{stem}.c"
+            source_path.write_bytes(source)
+            output = Path(scratch) / stem
+            built = subprocess.run(
+                [compiler, *all_flags, str(source_path), "-o", str(output)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if built.returncode != 0:
+                raise EngineUnavailable(
+                    f"building the {engine} engine's {stem} with {compiler} failed: "
+                    f"{built.stderr.strip()[-2000:]}",
+                    engine=engine,
+                )
+            os.chmod(output, 0o755)
+            os.replace(output, target)
+    return target
