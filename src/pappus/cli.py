@@ -278,11 +278,11 @@ def cmd_sdk(args: argparse.Namespace) -> int:
     sources = [Path(source) for source in args.sources]
     output = Path(args.output) if args.output else sources[0].with_suffix("")
     try:
-        sdk.build_function(sources, output)
+        sdk.build_function(sources, output, target=args.target)
     except ToolchainError as exc:
         raise UsageError(str(exc)) from exc
-    err.print(f"built {output} (process engine: pappus function add NAME {output} "
-              "--engine process)")
+    err.print(f"built {output} ({args.target} engine: pappus function add NAME {output} "
+              f"--engine {args.target})")
     return EXIT_OK
 
 
@@ -372,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="compile C files into a process-engine function (system C compiler)")
     sdk_build.add_argument("sources", nargs="+", metavar="SOURCE")
     sdk_build.add_argument("-o", "--output", help="output file (default: first source minus .c)")
+    sdk_build.add_argument("--target", choices=["process", "kvm"], default="process",
+                           help="the engine to build for (default: %(default)s)")
     sdk_actions.add_parser("path", help="print the SDK directory (headers, runtime, examples)")
     return parser
 

@@ -32,7 +32,8 @@ def create_engines(settings: Settings) -> dict[str, Engine]:
 
     ``process`` and ``linux`` need Linux on x86-64 (their ABI and seccomp
     filters are x86-64's); elsewhere they are simply absent, and registering a function for
-    them names the engines that are available.
+    them names the engines that are available. ``kvm`` also needs ``/dev/kvm``
+    to open read-write.
     """
     import platform
     import sys
@@ -47,4 +48,8 @@ def create_engines(settings: Settings) -> dict[str, Engine]:
         from pappus.engines.linux import LinuxEngine
 
         engines["linux"] = LinuxEngine(settings.resolved_data_dir / "runner")
+        from pappus.engines.kvm import KvmEngine, kvm_available
+
+        if kvm_available():  # absent, like ``process`` elsewhere, where /dev/kvm does not open
+            engines["kvm"] = KvmEngine()
     return engines

@@ -1,10 +1,13 @@
-"""The function SDK for the ``process`` engine: C header, runtime, examples and the build.
+"""The function SDK for the ``process`` and ``kvm`` engines: C header, runtime, examples, build.
 
 ``build_function(["fn.c"], Path("fn"))`` compiles C sources with the system
 C compiler against ``include/pappus/function.h`` and ``runtime/start.c`` into
 a static, freestanding x86-64 executable linked at 0x10000 — Dandelion's
-native ABI (``pappus sdk build fn.c -o fn`` on the command line). Examples in
-``examples/``: ``matmul``, ``matmac``, ``wordcount``, ``groupby``.
+native ABI (``pappus sdk build fn.c -o fn`` on the command line). With
+``target="kvm"`` (``--target kvm``) the same sources build for Dandelion's
+KVM ABI: only the runtime's exit (``int $32``) and thread-pointer set-up
+(``wrfsbase``) differ. Examples in ``examples/``: ``matmul``, ``matmac``,
+``wordcount``, ``groupby``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ FLAGS: tuple[str, ...] = (
     "-Wl,--build-id=none",
 )
 """Compiler flags of every SDK build (the engine's loader relies on them)."""
+TARGETS: dict[str, tuple[str, ...]] = {"process": (), "kvm": ("-DPAPPUS_TARGET_KVM",)}
+"""Build targets (the engine a function is for) and the flags each adds."""
 
 
 def sdk_root() -> Path:
@@ -71,14 +76,21 @@ def dialect_flags(compiler: str) -> tuple[str, ...]:
 
 
 def build_function(sources: Sequence[Path], output: Path,
-                   extra_flags: Sequence[str] = ()) -> None:
-    """Compile ``sources`` (C files) and the SDK runtime into the function ``output``."""
+                   extra_flags: Sequence[str] = (), *, target: str = "process") -> None:
+    """Compile ``sources`` (C files) and the SDK runtime into the function ``output``.
+
+    ``target`` is the engine the function is for: ``process`` or ``kvm``.
+    """
+    if target not in TARGETS:
+        raise ToolchainError(f"unknown build target {target!r}; choose one of "
+                             f"{', '.join(TARGETS)}")
     for source in sources:
         if not Path(source).is_file():
             raise ToolchainError(f"source file {source} does not exist")
     root = sdk_root()
     compiler = find_compiler()
-    command = [compiler, *FLAGS, *dialect_flags(compiler), f"-I{root / 'include'}", *extra_flags,
+    command = [compiler, *FLAGS, *dialect_flags(compiler), *TARGETS[target],
+               f"-I{root / 'include'}", *extra_flags,
                *(str(s) for s in sources), str(root / "runtime" / "start.c"), "-o", str(output)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False,

@@ -6,6 +6,11 @@
  * system calls made are arch_prctl(ARCH_SET_FS) (thread pointer for code
  * that uses TLS or stack protection) and exit_group(0); everything else is
  * forbidden by the worker's seccomp filter.
+ *
+ * Built for the kvm engine (PAPPUS_TARGET_KVM, `pappus sdk build --target
+ * kvm`) the function runs at ring 3 of a guest with no operating system:
+ * the thread pointer is set with `wrfsbase` (the engine enables FSGSBASE)
+ * and the exit is Dandelion's `int $32`. Nothing else differs.
  */
 #include <pappus/function.h>
 
@@ -32,6 +37,16 @@ struct output_node {
 static struct output_node *outputs_head, **outputs_tail = &outputs_head;
 static size_t outputs_count;
 
+#ifdef PAPPUS_TARGET_KVM
+__attribute__((noreturn)) static void exit_group(int status) {
+    (void)status; /* the exit code travels in __dandelion_system_data */
+    for (;;) __asm__ volatile("int $32" ::: "memory");
+}
+
+static void set_thread_pointer(void *pointer) {
+    __asm__ volatile("wrfsbase %0" : : "r"(pointer) : "memory");
+}
+#else
 static long raw_syscall2(long number, long a, long b) {
     long result;
     __asm__ volatile("syscall" : "=a"(result) : "a"(number), "D"(a), "S"(b)
@@ -42,6 +57,11 @@ static long raw_syscall2(long number, long a, long b) {
 __attribute__((noreturn)) static void exit_group(int status) {
     for (;;) raw_syscall2(SYS_EXIT_GROUP, status, 0);
 }
+
+static void set_thread_pointer(void *pointer) {
+    raw_syscall2(SYS_ARCH_PRCTL, ARCH_SET_FS, (long)(uintptr_t)pointer);
+}
+#endif
 
 void *memcpy(void *dest, const void *src, size_t n) {
     unsigned char *d = dest;
@@ -183,7 +203,7 @@ static int publish_outputs(void) {
 
 __attribute__((used, noreturn)) void pappus_start(void) {
     thread_block[0] = (uint64_t)(uintptr_t)thread_block;
-    raw_syscall2(SYS_ARCH_PRCTL, ARCH_SET_FS, (long)(uintptr_t)thread_block);
+    set_thread_pointer(thread_block);
     heap_next = __dandelion_system_data.heap_begin;
     __dandelion_system_data.exit_code = main();
     if (publish_outputs() != 0) __dandelion_system_data.exit_code = PAPPUS_EXIT_OUT_OF_MEMORY;
