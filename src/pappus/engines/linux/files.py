@@ -36,6 +36,7 @@ from pappus.vfs import (
     Directory,
     File,
     NodeKind,
+    OpenFile,
     SetFileSystem,
     Stat,
     VfsError,
@@ -59,6 +60,7 @@ O_ACCMODE, O_WRONLY, O_RDWR = 0o3, 0o1, 0o2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
 O_DIRECTORY, O_TMPFILE_ONLY = 0o200000, 0o20000000
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
+SEEK_DATA, SEEK_HOLE = 3, 4
 UID = GID = 65534
 DEVICE = 0x50A5
 STAT = struct.Struct("<QQQIIIiQqqq6q3q")
@@ -100,6 +102,10 @@ class LinuxFiles:
         self.umask = 0o022
         self.cloexec: set[int] = set()
         self.real: dict[int, int] = {}  # program descriptor -> supervisor's descriptor
+        self.sealed: dict[File, int] = {}
+        """Input file → one sealed memfd holding it, shared by every open of it."""
+        self.listings: dict[OpenFile, list[tuple[str, Stat]]] = {}
+        """Directory listings being read, taken at the first read (see :meth:`getdents64`)."""
         self._memory = memory
         self._install_real = install_real
 
@@ -109,9 +115,10 @@ class LinuxFiles:
 
     def close_all(self) -> None:
         """Close the supervisor's side of every real file."""
-        for fd in self.real.values():
+        for fd in (*self.real.values(), *self.sealed.values()):
             os.close(fd)
         self.real.clear()
+        self.sealed.clear()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -153,11 +160,13 @@ class LinuxFiles:
         return self.table.read(fd, count)
 
     def _unread(self, fd: int, length: int) -> None:
-        """Give back bytes read but not delivered (the buffer faulted)."""
+        """Give back bytes read but not delivered (the buffer faulted), as the kernel does."""
+        if length <= 0:
+            return
         real = self.real.get(fd)
         if real is not None:
             os.lseek(real, -length, os.SEEK_CUR)
-        elif not self.table.get(fd).stream:
+        else:
             self.table.get(fd).position -= length
 
     def read(self, fd: int, buffer: int, count: int, offset: int | None = None) -> int:
@@ -181,23 +190,40 @@ class LinuxFiles:
             if done >= len(data):
                 break
             chunk = data[done : done + length]
-            self._put(base, chunk)
+            try:
+                self._put(base, chunk)
+            except MemoryFault:
+                # As the kernel: the bytes delivered so far count, the rest stay unread;
+                # only a fault before any byte is EFAULT.
+                self._unread(fd, len(data) - done)
+                if done == 0:
+                    raise
+                return done
             done += len(chunk)
         return len(data)
 
-    def write(self, fd: int, buffer: int, count: int, offset: int | None = None) -> int:
+    def _writable(self, fd: int) -> int:
+        """``fd``, checked open for writing before anything else (``EBADF``, not ``EISDIR``)."""
         fd = self._fd(fd)
-        if fd in self.real:
-            raise LinuxError(errno_codes.EBADF)  # input files are read-only
+        if fd in self.real or not self.table.get(fd).writable:
+            raise LinuxError(errno_codes.EBADF)  # input files and directories are read-only
+        return fd
+
+    def write(self, fd: int, buffer: int, count: int, offset: int | None = None) -> int:
+        fd = self._writable(fd)
         data = self.memory.read(buffer, min(count, MAX_TRANSFER))
-        if offset is not None:
+        if offset is not None and not self.table.get(fd).append:
             return self.table.pwrite(fd, data, offset)
+        if offset is not None:  # Linux appends even for pwrite on an O_APPEND descriptor
+            open_file = self.table.get(fd)
+            position = open_file.position
+            written = self.table.write(fd, data)
+            open_file.position = position
+            return written
         return self.table.write(fd, data)
 
     def writev(self, fd: int, vector: int, count: int) -> int:
-        fd = self._fd(fd)
-        if fd in self.real:
-            raise LinuxError(errno_codes.EBADF)
+        fd = self._writable(fd)
         data = bytearray()
         for base, length in self._iovecs(vector, count):
             take = min(length, MAX_TRANSFER - len(data))
@@ -216,34 +242,67 @@ class LinuxFiles:
         return pieces
 
     def sendfile(self, out_fd: int, in_fd: int, offset_pointer: int, count: int) -> int:
-        out_fd, in_fd = self._fd(out_fd), self._fd(in_fd)
-        if out_fd in self.real:
+        # Both descriptors are checked before anything moves, as the kernel does: a failed
+        # call consumes no input and leaves the offset where it was.
+        in_fd = self._fd(in_fd)
+        if in_fd not in self.real and not self.table.get(in_fd).readable:
             raise LinuxError(errno_codes.EBADF)
+        out_fd = self._writable(out_fd)
         count = min(count, MAX_TRANSFER)
         if offset_pointer:
             (offset,) = struct.unpack("<q", self.memory.read(offset_pointer, 8))
             if offset < 0:
                 raise LinuxError(errno_codes.EINVAL)
             data = self._read_into(in_fd, count, offset)
-            self._put(offset_pointer, struct.pack("<q", offset + len(data)))
-        else:
-            data = self._read_into(in_fd, count, None)
+            written = self.table.write(out_fd, data)
+            self._put(offset_pointer, struct.pack("<q", offset + written))
+            return written
+        data = self._read_into(in_fd, count, None)
         return self.table.write(out_fd, data)
 
     def lseek(self, fd: int, offset: int, whence: int) -> int:
         fd = self._fd(fd)
+        whence &= 0xFFFF_FFFF  # an unsigned int for the kernel: the upper half is ignored
+        if whence > SEEK_HOLE:
+            raise LinuxError(errno_codes.EINVAL)
         real = self.real.get(fd)
         if real is not None:
             try:
                 return os.lseek(real, _signed64(offset), whence)
             except OSError as exc:
                 raise LinuxError(exc.errno or errno_codes.EINVAL) from None
+        open_file = self.table.get(fd)
+        if isinstance(open_file.node, Directory):
+            return self._seek_directory(open_file, _signed64(offset), whence)
+        if whence in (SEEK_DATA, SEEK_HOLE) and not open_file.stream:
+            # No holes here: all data up to the end, then the implicit hole at the end.
+            size, start = len(open_file.node.data), _signed64(offset)
+            if not 0 <= start < size:
+                raise LinuxError(errno_codes.ENXIO)
+            open_file.position = start if whence == SEEK_DATA else size
+            return open_file.position
         return self.table.seek(fd, _signed64(offset), whence)
+
+    def _seek_directory(self, open_file: OpenFile, offset: int, whence: int) -> int:
+        """``rewinddir``/``seekdir``: the position is an entry index (``d_off`` cookies)."""
+        if whence == os.SEEK_SET:
+            position = offset
+        elif whence == os.SEEK_CUR:
+            position = open_file.position + offset
+        else:
+            raise LinuxError(errno_codes.EINVAL)  # as tmpfs: no SEEK_END on directories
+        if position < 0:
+            raise LinuxError(errno_codes.EINVAL)
+        open_file.position = position
+        if position == 0:
+            self.listings.pop(open_file, None)  # rewound: see the directory as it is now
+        return position
 
     def ftruncate(self, fd: int, length: int) -> int:
         fd = self._fd(fd)
-        if fd in self.real:
-            raise LinuxError(errno_codes.EINVAL)
+        open_file = self.table.get(fd)
+        if fd in self.real or not open_file.writable or isinstance(open_file.node, Directory):
+            raise LinuxError(errno_codes.EINVAL)  # the kernel's answer for a read-only descriptor
         self.table.truncate(fd, _signed64(length))
         return 0
 
@@ -272,14 +331,21 @@ class LinuxFiles:
             append=bool(flags & O_APPEND),
         )
         node = self.table.get(fd).node
+        if flags & O_CREAT and isinstance(node, Directory):
+            self.table.close(fd)
+            raise LinuxError(errno_codes.EISDIR)
         if (
             not write
             and isinstance(node, File)
             and not node.writable
             and len(node.data) >= REAL_FILE_MIN_BYTES
         ):
-            return self._make_real(fd, node)
-        return self._below_virtual_limit(fd)
+            fd = self._make_real(fd, node)
+        else:
+            fd = self._below_virtual_limit(fd)
+        if flags & os.O_CLOEXEC:
+            self.cloexec.add(fd)
+        return fd
 
     def _below_virtual_limit(self, fd: int) -> int:
         if fd >= VIRTUAL_LIMIT:
@@ -287,21 +353,38 @@ class LinuxFiles:
             raise LinuxError(errno_codes.EMFILE)
         return fd
 
-    def _make_real(self, fd: int, node: File) -> int:
-        """Serve ``node`` (read-only input) from a sealed memfd installed at ≥ REAL_BASE."""
-        open_file = self.table.get(fd)
-        self.table.close(fd)
+    def _sealed_copy(self, node: File) -> int:
+        """A read-only descriptor of a sealed memfd holding ``node``, made once per input file.
+
+        Every open of the file shares this one copy: copying per open would let a program
+        make the worker hold its input hundreds of times over (once per descriptor), memory
+        its own bound does not count.
+        """
+        sealed = self.sealed.get(node)
+        if sealed is not None:
+            return sealed
         writer = os.memfd_create("pappus-input", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            os.write(writer, node.data)
+            view = memoryview(node.data)
+            while view:
+                view = view[os.write(writer, view) :]
             fcntl.fcntl(
                 writer,
                 fcntl.F_ADD_SEALS,
                 fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
             )
-            reader = os.open(f"/proc/self/fd/{writer}", os.O_RDONLY | os.O_CLOEXEC)
+            sealed = os.open(f"/proc/self/fd/{writer}", os.O_RDONLY | os.O_CLOEXEC)
         finally:
             os.close(writer)
+        self.sealed[node] = sealed
+        return sealed
+
+    def _make_real(self, fd: int, node: File) -> int:
+        """Serve ``node`` (read-only input) from a sealed memfd installed at ≥ REAL_BASE."""
+        open_file = self.table.get(fd)
+        self.table.close(fd)
+        # A new open file description of the shared copy: its own offset, the same pages.
+        reader = os.open(f"/proc/self/fd/{self._sealed_copy(node)}", os.O_RDONLY | os.O_CLOEXEC)
         try:
             number = self.table.install(open_file, REAL_BASE)
             if number >= REAL_LIMIT:
@@ -316,6 +399,7 @@ class LinuxFiles:
 
     def close(self, fd: int) -> int:
         fd = self._fd(fd)
+        self.listings.pop(self.table.get(fd), None)
         self.table.close(fd)
         self.cloexec.discard(fd)
         real = self.real.pop(fd, None)
@@ -461,7 +545,14 @@ class LinuxFiles:
         open_file = self.table.get(fd)
         if not isinstance(open_file.node, Directory):
             raise LinuxError(errno_codes.ENOTDIR)
-        listing = self.table.list_directory(fd)
+        # The listing is taken at the first read (and again after a rewind, lseek to 0), and
+        # positions index into it: removing entries while reading (``rm -r``) must not shift
+        # the entries not yet read. POSIX leaves open whether entries added or removed since
+        # the rewind are seen.
+        listing = self.listings.get(open_file)
+        if listing is None:
+            listing = self.table.list_directory(fd)
+            self.listings[open_file] = listing
         out = bytearray()
         index = open_file.position
         while index < len(listing):
