@@ -20,11 +20,11 @@ import statistics
 import struct
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from benchmarks.stats import percentile, summary_us
+from benchmarks.stats import percentile, summary_us, verdict
+from benchmarks.stats import throughput as stats_throughput
 from pappus import sdk
 from pappus.engines.base import Artifact, Engine, FunctionSpec, Limits
 from pappus.engines.kvm import KvmEngine
@@ -60,28 +60,6 @@ def measure(engine: Engine, artifact: Artifact, samples: int) -> list[float]:
     return times
 
 
-def measure_throughput(engine: Engine, artifact: Artifact, seconds: float) -> float:
-    counts = [0, 0]
-    stop = time.monotonic() + seconds
-
-    def loop(index: int) -> None:
-        while time.monotonic() < stop:
-            engine.invoke(artifact, INPUT, limits())
-            counts[index] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.monotonic() - started)
-
-
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "MISSED"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=3000)
@@ -99,7 +77,8 @@ def main() -> None:
             measure(process, process_matmul, 200)
             on_kvm = measure(kvm, kvm_matmul, args.samples)
             on_process = measure(process, process_matmul, args.samples)
-            throughput = measure_throughput(kvm, kvm_matmul, args.seconds)
+            throughput = stats_throughput(lambda: kvm.invoke(kvm_matmul, INPUT, limits()),
+                                          args.seconds)
             machines = kvm.machines_created
         finally:
             kvm.close()

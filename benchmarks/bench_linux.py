@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.stats import percentile, summary_us
+from benchmarks.stats import percentile, summary_us, verdict
 from pappus.engines.base import FunctionSpec, Limits
 from pappus.engines.linux import LinuxEngine
 from pappus.engines.linux.engine import LinuxArtifact
@@ -103,10 +103,6 @@ def bwrap(scratch: Path, command: list[str]) -> list[str]:
         raise RuntimeError("bwrap is not installed (scripts/setup installs bubblewrap)")
     return [binary, "--unshare-all", "--die-with-parent", "--ro-bind", str(BUSYBOX),
             "/bin/busybox", "--ro-bind", str(scratch / "in"), "/in", "/bin/busybox", *command]
-
-
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "MISSED"
 
 
 def main() -> None:

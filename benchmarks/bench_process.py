@@ -25,14 +25,14 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from tests.server_process import ServerProcess
 
 from benchmarks.bench_http import run_wrk
-from benchmarks.stats import percentile, summary_us
+from benchmarks.stats import percentile, summary_us, verdict
+from benchmarks.stats import throughput as stats_throughput
 from pappus import Client, sdk
 from pappus.engines.base import FunctionSpec, Limits
 from pappus.engines.process import ProcessArtifact, ProcessEngine
@@ -79,25 +79,6 @@ def measure_engine(engine: ProcessEngine, artifact: ProcessArtifact, samples: in
     return times
 
 
-def measure_throughput(engine: ProcessEngine, artifact: ProcessArtifact,
-                       seconds: float = 5.0) -> float:
-    counts = [0, 0]
-    stop = time.monotonic() + seconds
-
-    def loop(index: int) -> None:
-        while time.monotonic() < stop:
-            engine.invoke(artifact, INPUT, limits())
-            counts[index] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.monotonic() - started)
-
-
 def measure_http(binary: bytes, duration: int) -> str:
     if shutil.which("wrk") is None:
         return "skipped: wrk is not installed (scripts/setup installs it)"
@@ -119,10 +100,6 @@ def measure_http(binary: bytes, duration: int) -> str:
             f"p99 {load.p99_ms:.2f} ms, errors {load.errors}")
 
 
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "MISSED"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2000)
@@ -138,7 +115,7 @@ def main() -> None:
         measure_spawn(noop, 100)
         spawn = measure_spawn(noop, args.samples)
         cold = measure_engine(engine, artifact, args.samples)
-        throughput = measure_throughput(engine, artifact)
+        throughput = stats_throughput(lambda: engine.invoke(artifact, INPUT, limits()), 5.0)
         engine.close()
         http = measure_http(binary, args.duration)
     median_us = statistics.median(cold) * 1e6

@@ -310,6 +310,11 @@ class SetFileSystem:
 
     # -- results -------------------------------------------------------------------
 
+    def stderr_detail(self, limit: int) -> dict[str, str]:
+        """The last ``limit`` bytes of stderr as error detail (empty if nothing was written)."""
+        tail = bytes(self.stderr.data[-limit:])
+        return {"stderr": tail.decode("utf-8", "replace")} if tail else {}
+
     def collect_outputs(self) -> tuple[DataSet, ...]:
         """One set per declared output set, in declaration order; items in creation order."""
         sets: list[DataSet] = []

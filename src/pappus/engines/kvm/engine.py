@@ -153,24 +153,13 @@ class KvmEngine(Engine):
             raise RuntimeError("the kvm engine is closed")
         return self._counters.invoke(lambda: self._invoke(artifact, inputs, limits))
 
-    def _context_size(self, artifact: KvmArtifact, limits: Limits) -> int:
-        bound = layout.context_size_for(limits.memory_bytes)
-        requested = artifact.spec.context_size
-        size = layout.context_size_for(requested) if requested is not None else bound
-        if size > bound:
-            raise OutOfMemory(
-                f"{artifact.spec.name!r} asks for a {size}-byte context, more than "
-                f"its memory bound of {limits.memory_bytes} bytes",
-                memory_bytes=limits.memory_bytes,
-            )
-        return size
-
     def _invoke(
         self, artifact: KvmArtifact, inputs: Sequence[DataSet | None], limits: Limits
     ) -> InvocationResult:
         started = time.perf_counter()
         spec = artifact.spec
-        guest = GuestLayout(self._context_size(artifact, limits))
+        guest = GuestLayout(layout.bounded_context_size(
+            artifact.spec.name, artifact.spec.context_size, limits.memory_bytes))
         context = layout.build_context(
             artifact.image,
             artifact.static,

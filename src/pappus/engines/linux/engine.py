@@ -22,11 +22,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import select
-import signal
 import socket
 import struct
 import time
@@ -44,7 +42,7 @@ from pappus.engines.base import (
     Limits,
 )
 from pappus.engines.linux.elf import StaticExecutable, check_static_executable
-from pappus.engines.linux.files import VIRTUAL_LIMIT
+from pappus.engines.linux.files import sealed_memfd
 from pappus.engines.linux.notify import Listener, pidfd_getfd
 from pappus.engines.linux.outcome import LAUNCH_STEPS, Ending, judge
 from pappus.engines.linux.policy import compile_table
@@ -89,23 +87,6 @@ class LinuxArtifact(Artifact):
             self.fd = -1
 
 
-def _sealed_executable(binary: bytes) -> int:
-    """A read-only descriptor of a sealed memfd holding ``binary`` (no writer left: no ETXTBSY)."""
-    import fcntl
-
-    writer = os.memfd_create("pappus-executable", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        os.write(writer, binary)
-        fcntl.fcntl(
-            writer,
-            fcntl.F_ADD_SEALS,
-            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
-        )
-        return os.open(f"/proc/self/fd/{writer}", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(writer)
-
-
 class LinuxEngine(Engine):
     """Runs static Linux executables; see the module docstring."""
 
@@ -139,7 +120,7 @@ class LinuxEngine(Engine):
         executable = check_static_executable(spec.binary)
         self._launcher_path()
         self._counters.count_prepared()
-        return LinuxArtifact(spec, executable, _sealed_executable(spec.binary))
+        return LinuxArtifact(spec, executable, sealed_memfd(spec.binary, "pappus-executable"))
 
     def invoke(
         self, artifact: Artifact, inputs: Sequence[DataSet | None], limits: Limits
@@ -200,7 +181,7 @@ class LinuxEngine(Engine):
             if supervisor is not None:
                 supervisor.close()
             if runner is not None:
-                _discard(runner)
+                runner.discard()
             os.close(params_fd)
         outputs = fs.collect_outputs()
         done = time.perf_counter()
@@ -221,7 +202,7 @@ class LinuxEngine(Engine):
         try:
             socket.send_fds(runner.channel, message, [executable_fd, params_fd])
         except OSError:
-            _discard(runner)  # killed while it waited (e.g. by an administrator)
+            runner.discard()  # killed while it waited (e.g. by an administrator)
             runner = start_runner(self._launcher_path())
             socket.send_fds(runner.channel, message, [executable_fd, params_fd])
         return runner
@@ -233,7 +214,7 @@ class LinuxEngine(Engine):
         try:
             armed = channel.recv(1)
         except TimeoutError:
-            _kill(runner)
+            runner.kill()
             raise InvocationTimeout("the sandbox did not start before the deadline") from None
         if not armed:
             return None
@@ -249,7 +230,7 @@ class LinuxEngine(Engine):
             if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:seccomp notify":
                 os.close(fd)  # not installed yet: descriptor 1 is something else
                 if time.monotonic() > give_up:
-                    _kill(runner)
+                    runner.kill()
                     raise EngineUnavailable(
                         "the linux engine's launcher did not install its filter", engine="linux"
                     )
@@ -305,25 +286,10 @@ def _exited(runner: Runner) -> bool:
     return bool(select.select([runner.pidfd], [], [], 0)[0])
 
 
-def _kill(runner: Runner) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        signal.pidfd_send_signal(runner.pidfd, signal.SIGKILL)
-
-
 def _reap(runner: Runner) -> int:
     """Wait for the process (the supervisor returned: it is ending or dead)."""
     _, status = os.waitpid(runner.pid, 0)
     return status
 
 
-def _discard(runner: Runner) -> None:
-    """Kill (if still there) and reap, close the pidfd and the socket."""
-    runner.channel.close()
-    with contextlib.suppress(ProcessLookupError):
-        signal.pidfd_send_signal(runner.pidfd, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(runner.pid, 0)
-    os.close(runner.pidfd)
-
-
-__all__ = ["VIRTUAL_LIMIT", "LinuxArtifact", "LinuxEngine"]
+__all__ = ["LinuxArtifact", "LinuxEngine"]

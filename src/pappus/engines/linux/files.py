@@ -70,6 +70,28 @@ _MODE = {NodeKind.DIRECTORY: 0o040000, NodeKind.FILE: 0o100000, NodeKind.STREAM:
 _DTYPE = {NodeKind.DIRECTORY: 4, NodeKind.FILE: 8, NodeKind.STREAM: 2}
 
 
+def sealed_memfd(data: bytes | bytearray, name: str) -> int:
+    """A read-only descriptor of a sealed memfd holding ``data``.
+
+    Sealed against writing, growing and shrinking, and no writable descriptor
+    is left open: the content can never change, and ``execveat`` of it does
+    not fail with ``ETXTBSY``.
+    """
+    writer = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(writer, view) :]
+        fcntl.fcntl(
+            writer,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
+        )
+        return os.open(f"/proc/self/fd/{writer}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(writer)
+
+
 class LinuxError(Exception):
     """The call fails with this errno (a normal error return, not a sandbox failure)."""
 
@@ -361,22 +383,8 @@ class LinuxFiles:
         its own bound does not count.
         """
         sealed = self.sealed.get(node)
-        if sealed is not None:
-            return sealed
-        writer = os.memfd_create("pappus-input", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            view = memoryview(node.data)
-            while view:
-                view = view[os.write(writer, view) :]
-            fcntl.fcntl(
-                writer,
-                fcntl.F_ADD_SEALS,
-                fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
-            )
-            sealed = os.open(f"/proc/self/fd/{writer}", os.O_RDONLY | os.O_CLOEXEC)
-        finally:
-            os.close(writer)
-        self.sealed[node] = sealed
+        if sealed is None:
+            sealed = self.sealed[node] = sealed_memfd(node.data, "pappus-input")
         return sealed
 
     def _make_real(self, fd: int, node: File) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pappus.engines.base import Limits
 from pappus.engines.linux.supervisor import Verdict
+from pappus.engines.process.outcome import signal_name
 from pappus.errors import (
     BadOutput,
     ForbiddenSyscall,
@@ -47,18 +48,6 @@ class Ending:
     failed_errno: int
 
 
-def _stderr(fs: SetFileSystem) -> dict[str, str]:
-    tail = bytes(fs.stderr.data[-STDERR_TAIL_BYTES:])
-    return {"stderr": tail.decode("utf-8", "replace")} if tail else {}
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
 def judge(function: str, ending: Ending, fs: SetFileSystem, limits: Limits) -> int:
     """The program's exit code, or raise the typed outcome of an abnormal end."""
     verdict = ending.verdict or Verdict()
@@ -70,7 +59,7 @@ def judge(function: str, ending: Ending, fs: SetFileSystem, limits: Limits) -> i
             syscall=number,
             name=name,
             arch=f"{arch:#x}",
-            **_stderr(fs),
+            **fs.stderr_detail(STDERR_TAIL_BYTES),
         )
     if verdict.output_limit is not None:
         raise BadOutput(
@@ -81,7 +70,9 @@ def judge(function: str, ending: Ending, fs: SetFileSystem, limits: Limits) -> i
         )
     if verdict.timed_out:
         raise InvocationTimeout(
-            f"{function!r} ran past its deadline and was killed", function=function, **_stderr(fs)
+            f"{function!r} ran past its deadline and was killed",
+            function=function,
+            **fs.stderr_detail(STDERR_TAIL_BYTES),
         )
     if ending.failed_step is not None:
         reason = errno_codes.errorcode.get(ending.failed_errno, str(ending.failed_errno))
@@ -109,15 +100,15 @@ def judge(function: str, ending: Ending, fs: SetFileSystem, limits: Limits) -> i
             raise InvocationTimeout(
                 f"{function!r} used up its CPU-time limit and was killed",
                 function=function,
-                signal=_signal_name(number),
+                signal=signal_name(number),
             )
         if verdict.memory_refused is not None:
             raise _out_of_memory(function, verdict.memory_refused, fs, limits)
         raise SandboxCrash(
-            f"{function!r} was killed by {_signal_name(number)}",
+            f"{function!r} was killed by {signal_name(number)}",
             function=function,
-            signal=_signal_name(number),
-            **_stderr(fs),
+            signal=signal_name(number),
+            **fs.stderr_detail(STDERR_TAIL_BYTES),
         )
     code = os.WEXITSTATUS(status)
     if code != 0 and verdict.memory_refused is not None:
@@ -131,5 +122,5 @@ def _out_of_memory(function: str, refused: int, fs: SetFileSystem, limits: Limit
         f"{limits.memory_bytes} bytes, was refused, and then failed; raise its "
         "memory bound or use less",
         memory_bytes=limits.memory_bytes,
-        **_stderr(fs),
+        **fs.stderr_detail(STDERR_TAIL_BYTES),
     )

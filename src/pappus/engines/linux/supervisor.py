@@ -94,7 +94,6 @@ class Supervisor:
         self._exec_done = False
         self._name = b"function"
         self.files = LinuxFiles(fs, self._process_memory, self._install_descriptor)
-        self._handlers = self._dispatch()
 
     # -- resources --------------------------------------------------------------------------
 
@@ -152,11 +151,11 @@ class Supervisor:
         self._current = call
         if call.arch != AUDIT_ARCH_X86_64 or call.nr & X32_SYSCALL_BIT:
             return self._forbid(call)
-        handler = self._handlers.get(call.nr)
+        handler = _handlers().get(call.nr)
         if handler is None:
             return self._forbid(call)
         try:
-            value = handler(call.args)
+            value = handler(self, call.args)
         except LetKernelRun:
             self.listener.let_kernel_run(call)
             return True
@@ -186,74 +185,6 @@ class Supervisor:
         return False
 
     # -- dispatch, generated from the policy table ---------------------------------------------
-
-    def _dispatch(self) -> dict[int, Callable[[tuple[int, ...]], int]]:
-        f = self.files
-        emulated: dict[str, Callable[[tuple[int, ...]], int]] = {
-            "read": lambda a: f.read(a[0], a[1], a[2]),
-            "pread64": lambda a: f.read(a[0], a[1], a[2], _nonnegative(a[3])),
-            "readv": lambda a: f.readv(a[0], a[1], a[2]),
-            "write": lambda a: f.write(a[0], a[1], a[2]),
-            "pwrite64": lambda a: f.write(a[0], a[1], a[2], _nonnegative(a[3])),
-            "writev": lambda a: f.writev(a[0], a[1], a[2]),
-            "sendfile": lambda a: f.sendfile(a[0], a[1], a[2], a[3]),
-            "open": lambda a: f.openat(AT_FDCWD, a[0], a[1], a[2]),
-            "openat": lambda a: f.openat(a[0], a[1], a[2], a[3]),
-            "close": lambda a: self._close(a[0]),
-            "lseek": lambda a: f.lseek(a[0], a[1], a[2]),
-            "fstat": lambda a: f.fstat(a[0], a[1]),
-            "stat": lambda a: f.newfstatat(AT_FDCWD, a[0], a[1], 0),
-            "lstat": lambda a: f.newfstatat(AT_FDCWD, a[0], a[1], 0),
-            "newfstatat": lambda a: f.newfstatat(a[0], a[1], a[2], a[3]),
-            "statx": lambda a: f.statx(a[0], a[1], a[2], a[4]),
-            "getdents64": lambda a: f.getdents64(a[0], a[1], a[2]),
-            "fcntl": lambda a: f.fcntl(a[0], a[1], a[2]),
-            "dup": lambda a: f.dup(a[0]),
-            "dup2": lambda a: f.dup(a[0], exact=a[1]),
-            "dup3": lambda a: f.dup3(a[0], a[1], a[2]),
-            "mkdir": lambda a: f.mkdirat(AT_FDCWD, a[0]),
-            "mkdirat": lambda a: f.mkdirat(a[0], a[1]),
-            "rmdir": lambda a: f.unlinkat(AT_FDCWD, a[0], 0x200),
-            "unlink": lambda a: f.unlinkat(AT_FDCWD, a[0], 0),
-            "unlinkat": lambda a: f.unlinkat(a[0], a[1], a[2]),
-            "rename": lambda a: f.renameat(AT_FDCWD, a[0], AT_FDCWD, a[1]),
-            "renameat": lambda a: f.renameat(a[0], a[1], a[2], a[3]),
-            "renameat2": lambda a: f.renameat(a[0], a[1], a[2], a[3], a[4]),
-            "access": lambda a: f.faccessat(AT_FDCWD, a[0], a[1]),
-            "faccessat": lambda a: f.faccessat(a[0], a[1], a[2]),
-            "faccessat2": lambda a: f.faccessat(a[0], a[1], a[2]),
-            "getcwd": lambda a: f.getcwd(a[0], a[1]),
-            "chdir": lambda a: f.chdir(a[0]),
-            "fchdir": lambda a: f.fchdir(a[0]),
-            "ftruncate": lambda a: f.ftruncate(a[0], a[1]),
-            "fsync": lambda a: f.fsync(a[0]),
-            "fdatasync": lambda a: f.fsync(a[0]),
-            "readlink": lambda a: f.readlinkat(AT_FDCWD, a[0]),
-            "readlinkat": lambda a: f.readlinkat(a[0], a[1]),
-            "umask": lambda a: self._umask(a[0]),
-            "ioctl": lambda a: f.ioctl(a[0]),
-            "getuid": lambda a: 65534,
-            "geteuid": lambda a: 65534,
-            "getgid": lambda a: 65534,
-            "getegid": lambda a: 65534,
-            "getpid": lambda a: 1,
-            "gettid": lambda a: 1,
-            "getppid": lambda a: 0,
-            "uname": lambda a: self._uname(a[0]),
-            "prlimit64": lambda a: self._prlimit(a[0], a[1], a[2], a[3]),
-            "prctl": lambda a: self._prctl(a[0], a[1]),
-            "sysinfo": lambda a: self._sysinfo(a[0]),
-            "mmap": lambda a: self._mmap(a[1], a[3]),
-            "execveat": lambda a: self._execveat(),
-        }
-        handlers: dict[int, Callable[[tuple[int, ...]], int]] = {}
-        for number, name in _emulated_calls().items():
-            handler = emulated.get(name)
-            if handler is None:
-                raise RuntimeError(f"the policy emulates {name} but the supervisor has no "
-                                   "handler for it")
-            handlers[number] = handler
-        return handlers
 
     # -- emulated calls that are not files -----------------------------------------------------
 
@@ -329,17 +260,81 @@ class Supervisor:
         raise LinuxError(errno_codes.EPERM)  # one program per invocation
 
 
-@functools.cache
-def _emulated_calls() -> dict[int, str]:
-    """Number → name of every call the policy table emulates (computed once)."""
-    calls: dict[int, str] = {}
-    for entry in policy.TABLE:
-        if entry.kind == "emulate":
-            calls.setdefault(entry.number, entry.name)
-    return calls
-
-
 AT_FDCWD = (1 << 64) - 100  # as the kernel passes it: an int register, sign-extended
+Handler = Callable[[Supervisor, tuple[int, ...]], int]
+
+_EMULATED: dict[str, Handler] = {
+    "read": lambda s, a: s.files.read(a[0], a[1], a[2]),
+    "pread64": lambda s, a: s.files.read(a[0], a[1], a[2], _nonnegative(a[3])),
+    "readv": lambda s, a: s.files.readv(a[0], a[1], a[2]),
+    "write": lambda s, a: s.files.write(a[0], a[1], a[2]),
+    "pwrite64": lambda s, a: s.files.write(a[0], a[1], a[2], _nonnegative(a[3])),
+    "writev": lambda s, a: s.files.writev(a[0], a[1], a[2]),
+    "sendfile": lambda s, a: s.files.sendfile(a[0], a[1], a[2], a[3]),
+    "open": lambda s, a: s.files.openat(AT_FDCWD, a[0], a[1], a[2]),
+    "openat": lambda s, a: s.files.openat(a[0], a[1], a[2], a[3]),
+    "close": lambda s, a: s._close(a[0]),
+    "lseek": lambda s, a: s.files.lseek(a[0], a[1], a[2]),
+    "fstat": lambda s, a: s.files.fstat(a[0], a[1]),
+    "stat": lambda s, a: s.files.newfstatat(AT_FDCWD, a[0], a[1], 0),
+    "lstat": lambda s, a: s.files.newfstatat(AT_FDCWD, a[0], a[1], 0),
+    "newfstatat": lambda s, a: s.files.newfstatat(a[0], a[1], a[2], a[3]),
+    "statx": lambda s, a: s.files.statx(a[0], a[1], a[2], a[4]),
+    "getdents64": lambda s, a: s.files.getdents64(a[0], a[1], a[2]),
+    "fcntl": lambda s, a: s.files.fcntl(a[0], a[1], a[2]),
+    "dup": lambda s, a: s.files.dup(a[0]),
+    "dup2": lambda s, a: s.files.dup(a[0], exact=a[1]),
+    "dup3": lambda s, a: s.files.dup3(a[0], a[1], a[2]),
+    "mkdir": lambda s, a: s.files.mkdirat(AT_FDCWD, a[0]),
+    "mkdirat": lambda s, a: s.files.mkdirat(a[0], a[1]),
+    "rmdir": lambda s, a: s.files.unlinkat(AT_FDCWD, a[0], 0x200),
+    "unlink": lambda s, a: s.files.unlinkat(AT_FDCWD, a[0], 0),
+    "unlinkat": lambda s, a: s.files.unlinkat(a[0], a[1], a[2]),
+    "rename": lambda s, a: s.files.renameat(AT_FDCWD, a[0], AT_FDCWD, a[1]),
+    "renameat": lambda s, a: s.files.renameat(a[0], a[1], a[2], a[3]),
+    "renameat2": lambda s, a: s.files.renameat(a[0], a[1], a[2], a[3], a[4]),
+    "access": lambda s, a: s.files.faccessat(AT_FDCWD, a[0], a[1]),
+    "faccessat": lambda s, a: s.files.faccessat(a[0], a[1], a[2]),
+    "faccessat2": lambda s, a: s.files.faccessat(a[0], a[1], a[2]),
+    "getcwd": lambda s, a: s.files.getcwd(a[0], a[1]),
+    "chdir": lambda s, a: s.files.chdir(a[0]),
+    "fchdir": lambda s, a: s.files.fchdir(a[0]),
+    "ftruncate": lambda s, a: s.files.ftruncate(a[0], a[1]),
+    "fsync": lambda s, a: s.files.fsync(a[0]),
+    "fdatasync": lambda s, a: s.files.fsync(a[0]),
+    "readlink": lambda s, a: s.files.readlinkat(AT_FDCWD, a[0]),
+    "readlinkat": lambda s, a: s.files.readlinkat(a[0], a[1]),
+    "umask": lambda s, a: s._umask(a[0]),
+    "ioctl": lambda s, a: s.files.ioctl(a[0]),
+    "getuid": lambda s, a: 65534,
+    "geteuid": lambda s, a: 65534,
+    "getgid": lambda s, a: 65534,
+    "getegid": lambda s, a: 65534,
+    "getpid": lambda s, a: 1,
+    "gettid": lambda s, a: 1,
+    "getppid": lambda s, a: 0,
+    "uname": lambda s, a: s._uname(a[0]),
+    "prlimit64": lambda s, a: s._prlimit(a[0], a[1], a[2], a[3]),
+    "prctl": lambda s, a: s._prctl(a[0], a[1]),
+    "sysinfo": lambda s, a: s._sysinfo(a[0]),
+    "mmap": lambda s, a: s._mmap(a[1], a[3]),
+    "execveat": lambda s, a: s._execveat(),
+}
+"""How each emulated call is answered, from its raw arguments."""
+
+
+@functools.cache
+def _handlers() -> dict[int, Handler]:
+    """Number → handler of every call the policy table emulates (computed once)."""
+    handlers: dict[int, Handler] = {}
+    for entry in policy.TABLE:
+        if entry.kind == "emulate" and entry.number not in handlers:
+            handler = _EMULATED.get(entry.name)
+            if handler is None:
+                raise RuntimeError(f"the policy emulates {entry.name} but the supervisor has "
+                                   "no handler for it")
+            handlers[entry.number] = handler
+    return handlers
 
 
 def _nonnegative(offset: int) -> int:

@@ -147,21 +147,11 @@ class ProcessEngine(Engine):
             raise RuntimeError("the process engine is closed")
         return self._counters.invoke(lambda: self._invoke(artifact, inputs, limits))
 
-    def _context_size(self, artifact: ProcessArtifact, limits: Limits) -> int:
-        bound = layout.context_size_for(limits.memory_bytes)
-        requested = artifact.spec.context_size
-        size = layout.context_size_for(requested) if requested is not None else bound
-        if size > bound:
-            raise OutOfMemory(f"{artifact.spec.name!r} asks for a {size}-byte context, more than "
-                              f"its memory bound of {limits.memory_bytes} bytes",
-                              memory_bytes=limits.memory_bytes)
-        return size
-
     def _invoke(self, artifact: ProcessArtifact, inputs: Sequence[DataSet | None],
                 limits: Limits) -> InvocationResult:
         started = time.perf_counter()
         spec = artifact.spec
-        size = self._context_size(artifact, limits)
+        size = layout.bounded_context_size(spec.name, spec.context_size, limits.memory_bytes)
         context = layout.build_context(artifact.image, artifact.static, inputs,
                                        input_names=spec.input_sets,
                                        output_names=spec.output_sets, size=size)

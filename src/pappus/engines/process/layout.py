@@ -53,6 +53,19 @@ def context_size_for(requested: int) -> int:
     return size
 
 
+def bounded_context_size(function: str, requested: int | None, memory_bytes: int) -> int:
+    """The context for one invocation: the function's own size, or the memory bound's.
+
+    A function that asks for more than its memory bound allows is ``out_of_memory``.
+    """
+    bound = context_size_for(memory_bytes)
+    size = context_size_for(requested) if requested is not None else bound
+    if size > bound:
+        raise OutOfMemory(f"{function!r} asks for a {size}-byte context, more than its memory "
+                          f"bound of {memory_bytes} bytes", memory_bytes=memory_bytes)
+    return size
+
+
 def image_bytes(image: FunctionImage) -> bytes:
     """The file-backed part of the image: ``[FUNCTION_BASE, end of the last file bytes)``.
 

@@ -41,7 +41,8 @@ class RunnerExit:
     report: bytes
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11; ``signal N`` for numbers Python does not name."""
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -57,12 +58,12 @@ def classify_exit(function: str, run: RunnerExit) -> None:
         number = os.WTERMSIG(run.status)
         if number in (signal.SIGXCPU, signal.SIGKILL):
             raise InvocationTimeout(f"{function!r} used up its CPU-time limit and was killed",
-                                    function=function, signal=_signal_name(number))
+                                    function=function, signal=signal_name(number))
         if number == signal.SIGSYS:
             raise ForbiddenSyscall(f"{function!r} made a forbidden system call (killed by the "
                                    "filter before it could be reported)", function=function)
-        raise SandboxCrash(f"{function!r} was killed by {_signal_name(number)}",
-                           function=function, signal=_signal_name(number))
+        raise SandboxCrash(f"{function!r} was killed by {signal_name(number)}",
+                           function=function, signal=signal_name(number))
     code = os.WEXITSTATUS(run.status)
     if code == REPORT_STATUS and len(run.report) == REPORT.size:
         magic, number, si_code, syscall, arch, address, rip = REPORT.unpack(run.report)
@@ -87,7 +88,7 @@ def _raise_reported(function: str, number: int, si_code: int, *, syscall: int, a
         raise ForbiddenSyscall(f"{function!r} called {name} (system call {syscall}), which the "
                                "process engine forbids", function=function, syscall=syscall,
                                name=name, arch=f"{arch:#x}", address=f"{address:#x}")
-    raise SandboxCrash(f"{function!r} crashed with {_signal_name(number)} at rip {rip:#x} "
+    raise SandboxCrash(f"{function!r} crashed with {signal_name(number)} at rip {rip:#x} "
                        f"(fault address {address:#x})", function=function,
-                       signal=_signal_name(number), si_code=si_code, address=f"{address:#x}",
+                       signal=signal_name(number), si_code=si_code, address=f"{address:#x}",
                        rip=f"{rip:#x}")

@@ -32,12 +32,17 @@ class Runner:
     pidfd: int
     channel: socket.socket
 
-    def discard(self) -> None:
-        """Close our ends, make sure the process is gone, and reap it."""
-        self.channel.close()
+    def kill(self) -> None:
+        """SIGKILL the process (it may already be gone)."""
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
+
+    def discard(self) -> None:
+        """Close our ends, make sure the process is gone, and reap it (if not reaped yet)."""
+        self.channel.close()
+        self.kill()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
         os.close(self.pidfd)
 
 

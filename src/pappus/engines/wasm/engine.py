@@ -239,23 +239,23 @@ class WasmEngine(Engine):
         except HostCallFailed as exc:
             logger.error("host call failed in %r", spec.name, exc_info=exc)
             raise SandboxCrash(f"{spec.name!r}: {exc} (a pappus bug)", host_call=exc.call,
-                               **_stderr(fs)) from exc
+                               **fs.stderr_detail(STDERR_TAIL_BYTES)) from exc
         except wasmtime.Trap as trap:
             if _memory_exhausted(sandbox, limits):
                 raise _out_of_memory(spec, fs, limits) from trap
             if trap.trap_code == wasmtime.TrapCode.INTERRUPT:
                 raise InvocationTimeout(f"{spec.name!r} ran past its deadline and was stopped",
-                                        **_stderr(fs)) from trap
+                                        **fs.stderr_detail(STDERR_TAIL_BYTES)) from trap
             reason, backtrace = _describe_trap(trap)
             kind = trap.trap_code.name if trap.trap_code is not None else "UNKNOWN"
             raise SandboxCrash(f"{spec.name!r} trapped: {reason}", trap=reason, trap_code=kind,
-                               backtrace=backtrace, **_stderr(fs)) from trap
+                               backtrace=backtrace, **fs.stderr_detail(STDERR_TAIL_BYTES)) from trap
         except wasmtime.WasmtimeError as exc:
             message = _first_line(exc)
             if "memory" in message and ("limit" in message or "exceed" in message):
                 raise _out_of_memory(spec, fs, limits) from exc
             raise SandboxCrash(f"{spec.name!r} failed: {message}", trap=message,
-                               **_stderr(fs)) from exc
+                               **fs.stderr_detail(STDERR_TAIL_BYTES)) from exc
         if exit_code != 0 and _memory_exhausted(sandbox, limits):
             raise _out_of_memory(spec, fs, limits)
         return exit_code
@@ -281,13 +281,7 @@ def _out_of_memory(spec: FunctionSpec, fs: SetFileSystem, limits: Limits) -> Out
     return OutOfMemory(
         f"{spec.name!r} used (nearly) all {limits.memory_bytes} bytes of memory it may use "
         "and then failed; raise its memory bound or use less", memory_bytes=limits.memory_bytes,
-        **_stderr(fs))
-
-
-def _stderr(fs: SetFileSystem) -> dict[str, str]:
-    """The tail of the function's stderr, for error details (only if it wrote any)."""
-    tail = bytes(fs.stderr.data[-STDERR_TAIL_BYTES:])
-    return {"stderr": tail.decode("utf-8", "replace")} if tail else {}
+        **fs.stderr_detail(STDERR_TAIL_BYTES))
 
 
 def _describe_trap(trap: wasmtime.Trap) -> tuple[str, list[str]]:
