@@ -8,6 +8,12 @@ matches and whose conditions all hold decides; if none does, ``default``
 decides. Before any rule, a foreign architecture (``int 0x80``) or an x32
 number gets ``default`` too.
 
+The rules are compiled into a binary search on the call number (a few
+comparisons per call, not one per rule): the kernel runs the program at
+every system call, and once per call number when it installs the filter (to
+find calls it can allow without running it), so a linear chain of a long
+table would cost at every call and about 0.15 ms per sandbox start.
+
 Conditions compare 64-bit arguments as two 32-bit halves (cBPF loads 32 bits).
 """
 
@@ -29,6 +35,8 @@ JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 JSET_K = 0x45  # BPF_JMP | BPF_JSET | BPF_K
 RET_K = 0x06  # BPF_RET | BPF_K
+JA = 0x05  # BPF_JMP | BPF_JA: unconditional, 32-bit offset
+LEAF_NUMBERS = 4  # call numbers compared one by one at the bottom of the search
 MAX_INSTRUCTIONS = 4096  # BPF_MAXINSNS
 
 NR_OFFSET, ARCH_OFFSET = 0, 4
@@ -123,12 +131,22 @@ class _Program:
     def __init__(self) -> None:
         self.instructions: list[Instruction] = []
         self.jumps: dict[int, tuple[str, str]] = {}
+        self.long_jumps: dict[int, str] = {}
         self.labels: dict[str, int] = {}
+        self._fresh = 0
 
     def emit(self, code: int, k: int, on_true: str = "next", on_false: str = "next") -> None:
         if code in (JEQ_K, JGE_K, JSET_K):
             self.jumps[len(self.instructions)] = (on_true, on_false)
         self.instructions.append(Instruction(code, 0, 0, k))
+
+    def emit_jump(self, target: str) -> None:
+        self.long_jumps[len(self.instructions)] = target
+        self.instructions.append(Instruction(JA, 0, 0, 0))
+
+    def fresh(self, stem: str) -> str:
+        self._fresh += 1
+        return f"{stem} #{self._fresh}"
 
     def label(self, name: str) -> None:
         self.labels[name] = len(self.instructions)
@@ -139,6 +157,8 @@ class _Program:
             op = resolved[index]
             resolved[index] = Instruction(op.code, self._offset(index, on_true),
                                           self._offset(index, on_false), op.k)
+        for index, target in self.long_jumps.items():
+            resolved[index] = Instruction(JA, 0, 0, self.labels[target] - index - 1)
         if len(resolved) > MAX_INSTRUCTIONS:
             raise ValueError(f"seccomp program of {len(resolved)} instructions exceeds "
                              f"{MAX_INSTRUCTIONS}")
@@ -149,7 +169,7 @@ class _Program:
             return 0
         distance = self.labels[target] - index - 1
         if not 0 <= distance <= 255:
-            raise ValueError(f"seccomp jump to {target} out of range ({distance})")
+            raise JumpOutOfRange(f"seccomp jump to {target} out of range ({distance})")
         return distance
 
 
@@ -174,32 +194,88 @@ def _emit_condition(program: _Program, condition: Condition, fail: str) -> None:
 
 def compile_policy(rules: tuple[Rule, ...], default: Action) -> list[Instruction]:
     """The seccomp program for ``rules``; everything they do not decide gets ``default``."""
+    program = _prologue(default)
+    by_number: dict[int, list[Rule]] = {}
+    for rule in rules:
+        by_number.setdefault(rule.number, []).append(rule)
+    for number, own in list(by_number.items()):
+        # What the default decides anyway need not be compiled: the program is shorter
+        # (the kernel converts and compiles it at every sandbox start) and searches less.
+        decisive = next((i for i, rule in enumerate(own) if not rule.conditions), len(own) - 1)
+        own[decisive + 1:] = []
+        while own and own[-1].action.value == default.value and not own[-1].conditions:
+            own.pop()
+        if not own:
+            del by_number[number]
+    numbers = sorted(by_number)
+    try:
+        return _compiled(program, numbers, by_number, default, far_jumps=False)
+    except JumpOutOfRange:
+        return _compiled(_prologue(default), numbers, by_number, default, far_jumps=True)
+
+
+def _prologue(default: Action) -> _Program:
+    """Anything but a native x86-64 call (``int 0x80``, x32) gets ``default`` at once."""
     program = _Program()
     program.emit(LD_W_ABS, ARCH_OFFSET)
-    program.emit(JEQ_K, AUDIT_ARCH_X86_64, "next", "default")
+    program.emit(JEQ_K, AUDIT_ARCH_X86_64, "next", "foreign")
     program.emit(LD_W_ABS, NR_OFFSET)
-    program.emit(JGE_K, X32_SYSCALL_BIT, "default", "next")
-    returns: dict[int, str] = {}
-    for position, rule in enumerate(rules):
-        target = returns.setdefault(rule.action.value, f"return {rule.action.value:#x}")
-        if not rule.conditions:
-            program.emit(JEQ_K, rule.number, target, "next")
-            continue
-        skip = f"after rule {position}"
-        program.emit(JEQ_K, rule.number, "next", skip)
-        for condition in rule.conditions:
-            _emit_condition(program, condition, skip)
-        program.emit(RET_K, rule.action.value)
-        program.label(skip)
-        program.emit(LD_W_ABS, NR_OFFSET)  # conditions replaced the number: reload it
-    # The default comes first: the last rule falls through to it. Other returns are
-    # reached only by explicit jumps.
+    program.emit(JGE_K, X32_SYSCALL_BIT, "foreign", "next")
+    program.emit_jump("search")
+    program.label("foreign")
+    program.emit(RET_K, default.value)
+    program.label("search")
+    return program
+
+
+class JumpOutOfRange(ValueError):
+    """A conditional jump of more than 255 instructions (retried with unconditional ones)."""
+
+
+def _compiled(program: _Program, numbers: list[int], by_number: dict[int, list[Rule]],
+              default: Action, far_jumps: bool) -> list[Instruction]:
+    _emit_search(program, numbers, by_number, default, far_jumps)
     program.label("default")
     program.emit(RET_K, default.value)
-    for value, label in returns.items():
-        program.label(label)
-        program.emit(RET_K, value)
     return program.resolve()
+
+
+def _emit_search(program: _Program, numbers: list[int], by_number: dict[int, list[Rule]],
+                 default: Action, far_jumps: bool) -> None:
+    """Binary search over the sorted ``numbers`` (in the accumulator), then each one's rules."""
+    if len(numbers) <= LEAF_NUMBERS:
+        for number in numbers:
+            other = program.fresh("not")
+            program.emit(JEQ_K, number, "next", other)
+            _emit_rules(program, by_number[number], default)
+            program.label(other)
+        program.emit_jump("default")
+        return
+    middle = len(numbers) // 2
+    lower, upper = program.fresh("below"), program.fresh("from")
+    if far_jumps:  # a conditional jump reaches 255 instructions; it hops over one JA instead
+        program.emit(JGE_K, numbers[middle], "next", lower)
+        program.emit_jump(upper)
+    else:
+        program.emit(JGE_K, numbers[middle], upper, "next")
+    program.label(lower)
+    _emit_search(program, numbers[:middle], by_number, default, far_jumps)
+    program.label(upper)
+    _emit_search(program, numbers[middle:], by_number, default, far_jumps)
+
+
+def _emit_rules(program: _Program, rules: list[Rule], default: Action) -> None:
+    """One call number's rules in order: the first whose conditions hold returns its action."""
+    for rule in rules:
+        if not rule.conditions:
+            program.emit(RET_K, rule.action.value)
+            return  # later rules for this number can never apply
+        failed = program.fresh("failed")
+        for condition in rule.conditions:
+            _emit_condition(program, condition, failed)
+        program.emit(RET_K, rule.action.value)
+        program.label(failed)
+    program.emit(RET_K, default.value)
 
 
 def program_bytes(program: list[Instruction]) -> bytes:

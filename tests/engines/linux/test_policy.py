@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import re
-import struct
 from pathlib import Path
 
 import pytest
@@ -17,31 +16,15 @@ import pytest
 from pappus.engines import seccomp
 from pappus.engines.linux.policy import TABLE, compile_table, entry_for, table_markdown
 from pappus.engines.syscalls import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X86_64, syscall_number
+from tests.engines.bpf import run
 
-SECCOMP_DATA = struct.Struct("<iIQ6Q")
 CENSUS = Path(__file__).resolve().parents[3] / "docs" / "linux-census.md"
 PROGRAM = compile_table()
 
 
 def verdict(name_or_number: str | int, *args: int, arch: int = AUDIT_ARCH_X86_64) -> int:
     number = name_or_number if isinstance(name_or_number, int) else syscall_number(name_or_number)
-    data = SECCOMP_DATA.pack(number, arch, 0x401000, *(list(args) + [0] * (6 - len(args))))
-    accumulator, pc = 0, 0
-    for _ in range(len(PROGRAM) + 1):
-        op = PROGRAM[pc]
-        if op.code == seccomp.LD_W_ABS:
-            accumulator = int.from_bytes(data[op.k:op.k + 4], "little")
-        elif op.code in (seccomp.JEQ_K, seccomp.JGE_K, seccomp.JSET_K):
-            taken = {seccomp.JEQ_K: accumulator == op.k, seccomp.JGE_K: accumulator >= op.k,
-                     seccomp.JSET_K: accumulator & op.k != 0}[op.code]
-            pc += op.jt if taken else op.jf
-        elif op.code == seccomp.RET_K:
-            return op.k
-        else:
-            raise AssertionError(f"unexpected opcode {op.code:#x}")
-        pc += 1
-        assert pc < len(PROGRAM), "ran off the end"
-    raise AssertionError("loops")
+    return run(PROGRAM, number, arch, args)
 
 
 def errno_of(value: int) -> int:
