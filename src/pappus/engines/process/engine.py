@@ -108,7 +108,8 @@ class ProcessEngine(Engine):
                  warm_runners: int = DEFAULT_WARM_RUNNERS) -> None:
         self._runner_dir = runner_dir or default_runner_dir()
         self._runner: str | None = None
-        self.pool = RunnerPool(self._runner_path, warm_runners)
+        self.pool: RunnerPool[Runner] = RunnerPool(
+            lambda: start_runner(self._runner_path()), warm_runners, Runner.discard)
         self._filter = filter_bytes(compile_filter())
         if len(self._filter) // 8 > MAX_FILTER:
             raise ValueError("the seccomp program is longer than the runner accepts")

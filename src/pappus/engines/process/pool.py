@@ -1,12 +1,15 @@
-"""A warm pool of runner processes, started ahead of time and each used exactly once.
+"""A warm pool of sandbox processes, started ahead of time and each used exactly once.
 
 Starting a process (``posix_spawn`` + exec) is the largest fixed cost of an
-invocation. The pool keeps a few runners already started and blocked in
-``recvmsg`` on their socket, so an invocation only hands its context over.
-Every runner still serves exactly one invocation: nothing is reused, and a
-waiting runner holds nothing but its own empty image (the context arrives
+invocation. The pool keeps a few already started (the process engine's
+runners blocked in ``recvmsg`` on their socket; the linux engine's launchers
+parked in their first notified call), so an invocation only hands its work
+over. Every process still serves exactly one invocation: nothing is reused,
+and a waiting one holds nothing but its own empty image (the work arrives
 with the invocation). A background thread refills the pool after each take;
-when it is empty a runner is started on the spot.
+when it is empty one is started on the spot. Processes are started with
+:func:`pappus.engines.spawn.spawn`, which releases the GIL, so refilling does
+not stall the invocation in progress.
 
 A waiting runner exits by itself when its socket reaches end-of-file: when
 :meth:`RunnerPool.close` closes the worker's ends, or when the worker dies.
@@ -15,13 +18,20 @@ A waiting runner exits by itself when its socket reaches end-of-file: when
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pappus.engines.spawn import spawn
+
+log = logging.getLogger(__name__)
+CHANNEL_FD = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +51,20 @@ class Runner:
         """Close our ends, make sure the process is gone, and reap it (if not reaped yet)."""
         self.channel.close()
         self.kill()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        with contextlib.suppress(ChildProcessError):  # reaped already
+            # By pidfd, not pid: once reaped, the pid may belong to a newer process.
+            os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED)
         os.close(self.pidfd)
 
 
-def start_runner(path: str) -> Runner:
-    """``posix_spawn`` the runner at ``path`` with a fresh socket pair on descriptor 3."""
+def start_runner(path: str, descriptors: Mapping[int, int] | None = None) -> Runner:
+    """Start the runner at ``path`` with a fresh socket pair on descriptor 3.
+
+    ``descriptors`` (child number → ours) are passed as well; nothing else is.
+    """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    if theirs.fileno() == 3:  # dup2(3, 3) would leave close-on-exec set: move it
-        moved = theirs.dup()
-        theirs.close()
-        theirs = moved
     try:
-        pid = os.posix_spawn(path, ["pappus-runner"], {},
-                             file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)],
-                             setsigmask=())
+        pid = spawn(path, ["pappus-runner"], {**(descriptors or {}), CHANNEL_FD: theirs.fileno()})
     except BaseException:
         ours.close()
         raise
@@ -72,70 +80,153 @@ def start_runner(path: str) -> Runner:
     return Runner(pid, pidfd, ours)
 
 
-class RunnerPool:
-    """Keeps up to ``size`` runners of ``path()`` started; :meth:`take` hands one out."""
+T = TypeVar("T")
 
-    def __init__(self, path: Callable[[], str], size: int) -> None:
+
+class RunnerPool(Generic[T]):
+    """Keeps up to ``size`` results of ``start()`` ready; :meth:`take` hands one out.
+
+    One background thread refills the pool and runs clean-ups handed to it
+    (:meth:`clean_up_later`: reaping a finished process, closing its
+    descriptors), so neither is on an invocation's path. By default a
+    :meth:`take` wakes it; an engine that knows a better moment — when the
+    invoking thread will be waiting on the kernel, not running Python — passes
+    ``refill_on_take=False`` and calls :meth:`refill_soon` then. Clean-ups
+    nobody wakes the thread for run within ``cleanup_delay_s``; past
+    ``max_backlog`` waiting ones, :meth:`clean_up_later` runs the call itself.
+
+    ``discard`` ends one that is no longer wanted (on :meth:`close`). A start
+    that fails in the background is logged and stops the refilling until the
+    next :meth:`take`, which starts one itself and so reports the error to its caller.
+    """
+
+    def __init__(self, start: Callable[[], T], size: int, discard: Callable[[T], None], *,
+                 refill_on_take: bool = True, cleanup_delay_s: float = 0.01,
+                 max_backlog: int = 64) -> None:
         if size < 0:
             raise ValueError(f"pool size must be >= 0, not {size}")
-        self._path = path
+        self._start = start
+        self._discard = discard
         self.size = size
-        self._ready: deque[Runner] = deque()
+        self.refill_on_take = refill_on_take
+        self.cleanup_delay_s = cleanup_delay_s
+        self.max_backlog = max_backlog
+        self._ready: deque[T] = deque()
+        self._cleanups: list[Callable[[], None]] = []
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._wake = False
+        self._refilling = True
         self._closed = False
         self.started = 0
         self.started_on_demand = 0
+        self.failed = 0
 
     def __repr__(self) -> str:
         return (f"<RunnerPool ready={len(self._ready)}/{self.size} started={self.started} "
-                f"on_demand={self.started_on_demand}>")
+                f"on_demand={self.started_on_demand} failed={self.failed} "
+                f"cleanups={len(self._cleanups)}>")
 
-    def take(self) -> Runner:
-        """A started runner: a waiting one, or (pool empty) one started now."""
+    def take(self) -> T:
+        """A started one: a waiting one, or (pool empty) one started now."""
         with self._condition:
             if self._closed:
                 raise RuntimeError("the runner pool is closed")
-            if self._thread is None and self.size:
-                self._thread = threading.Thread(target=self._refill, name="pappus-runner-pool",
-                                                daemon=True)
-                self._thread.start()
-            runner = self._ready.popleft() if self._ready else None
-            self._condition.notify()
-        if runner is not None:
-            return runner
-        runner = start_runner(self._path())
+            self._refilling = True  # after a failure: try again
+            self._ensure_thread()
+            ready = self._ready.popleft() if self._ready else None
+            if self.refill_on_take:
+                self._notify()
+        if ready is not None:
+            return ready
+        started = self._start()
         with self._condition:
             self.started += 1
             self.started_on_demand += 1
-        return runner
+        return started
 
-    def _refill(self) -> None:
+    def refill_soon(self) -> None:
+        """Wake the background thread to refill (and run waiting clean-ups) now."""
+        with self._condition:
+            self._notify()
+
+    def clean_up_later(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the background thread, soon (see the class docstring)."""
+        with self._condition:
+            queued = not self._closed and len(self._cleanups) < self.max_backlog
+            if queued:
+                self._ensure_thread()
+                self._cleanups.append(call)
+        if not queued:
+            _run_logged(call)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pappus-runner-pool",
+                                            daemon=True)
+            self._thread.start()
+
+    def _notify(self) -> None:
+        self._wake = True
+        self._condition.notify()
+
+    def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._closed and len(self._ready) >= self.size:
-                    self._condition.wait()
-                if self._closed:
-                    return
-            try:
-                runner = start_runner(self._path())
-            except OSError:
-                return  # take() starts runners itself and reports the error to its caller
+                while not (self._closed or self._wake):
+                    timeout = self.cleanup_delay_s if self._cleanups else None
+                    if not self._condition.wait(timeout) and self._cleanups:
+                        break  # clean-ups waited long enough
+                self._wake = False
+                cleanups, self._cleanups = self._cleanups, []
+                closed = self._closed
+                wanted = self.size - len(self._ready) if self._refilling and not closed else 0
+            for call in cleanups:
+                _run_logged(call)
+            if closed:
+                return
+            for _ in range(wanted):
+                if not self._start_one():
+                    break
+
+    def _start_one(self) -> bool:
+        try:
+            started = self._start()
+        except Exception:
+            log.warning("starting a warm sandbox process failed; starting them on demand",
+                        exc_info=True)
             with self._condition:
-                self.started += 1
-                if self._closed:
-                    runner.discard()
-                    return
-                self._ready.append(runner)
+                self.failed += 1
+                self._refilling = False  # the next take() tries again
+            return False
+        with self._condition:
+            self.started += 1
+            if not self._closed and len(self._ready) < self.size:
+                self._ready.append(started)
+                return True
+        self._discard(started)
+        return False
 
     def close(self) -> None:
-        """Stop refilling and end every waiting runner. Idempotent."""
+        """Stop refilling, run waiting clean-ups, end every waiting one. Idempotent."""
         with self._condition:
             self._closed = True
             self._condition.notify_all()
             waiting = list(self._ready)
             self._ready.clear()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        for runner in waiting:
-            runner.discard()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._condition:
+            cleanups, self._cleanups = self._cleanups, []
+        for call in cleanups:
+            _run_logged(call)
+        for started in waiting:
+            self._discard(started)
+
+
+def _run_logged(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Exception:
+        log.exception("a background clean-up failed")
