@@ -7,11 +7,13 @@
 * **Invocation**: a :class:`~pappus.vfs.SetFileSystem` from the inputs (the
   wasm engine's file convention, same module); a launcher process, started
   with ``posix_spawn`` ahead of time by the warm pool — the server is never
-  forked — receives the executable and its parameters, sets the limits,
-  installs the filter generated from the policy table (:mod:`.policy`) with a
-  user-notification listener, and execs the program. The supervisor
-  (:mod:`.supervisor`) takes the listener with ``pidfd_getfd`` and answers the
-  notified calls in this thread until the program ends.
+  forked — has already set its fixed limits, dropped privileges, installed
+  the filter generated from the policy table (:mod:`.policy`) and parked in
+  its first notified call (:mod:`.launcher`). The invocation writes argv and
+  envp, sets the memory and CPU limits, and the supervisor
+  (:mod:`.supervisor`) answers the parked call by installing the executable
+  and letting the exec run, then answers the program's notified calls in this
+  thread until it ends.
 * **Limits**: ``RLIMIT_AS`` = the memory bound (mmap is also checked by the
   supervisor so running out is seen: ``out_of_memory``); the deadline kills
   the process from outside (``timeout``), ``RLIMIT_CPU`` is a second bound;
@@ -22,11 +24,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-import select
-import socket
-import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,25 +42,25 @@ from pappus.engines.base import (
     Limits,
 )
 from pappus.engines.linux.elf import StaticExecutable, check_static_executable
-from pappus.engines.linux.files import sealed_memfd
-from pappus.engines.linux.notify import Listener, pidfd_getfd
-from pappus.engines.linux.outcome import LAUNCH_STEPS, Ending, judge
+from pappus.engines.linux.launcher import (
+    LAUNCH_STEPS,
+    Launcher,
+    argument_block,
+    can_become_nobody,
+    start_launcher,
+)
+from pappus.engines.linux.memfd import MemfdRecycler, sealed_memfd
+from pappus.engines.linux.outcome import Ending, judge
 from pappus.engines.linux.policy import compile_table
 from pappus.engines.linux.supervisor import SandboxLimits, Supervisor
-from pappus.engines.process.pool import Runner, RunnerPool, start_runner
+from pappus.engines.process.pool import RunnerPool
 from pappus.engines.seccomp import program_bytes
-from pappus.errors import EngineUnavailable, InvalidBinary, InvocationTimeout, OutOfMemory
+from pappus.errors import OutOfMemory
 from pappus.model import DataSet
 from pappus.vfs import SetFileSystem
 
-PARAMS_MAGIC = 0x314E4C5050415050
-PARAMS = struct.Struct("<9Qqq")  # see struct params in launcher.c (last two: failure report)
-LISTENER_FD = 1
-DESCRIPTOR_LIMIT = 1024  # the real RLIMIT_NOFILE: virtual below 512, real input files above
 STACK_BYTES = 8 << 20
-MAX_ARGUMENT_BYTES = 128 << 10
 DEFAULT_WARM_LAUNCHERS = 2
-ARMED_TIMEOUT_S = 5.0
 LAUNCHER_FLAGS = (*native_build.FREESTANDING_FLAGS, "-fno-pie", "-no-pie")
 
 
@@ -97,8 +97,13 @@ class LinuxEngine(Engine):
     ) -> None:
         self._cache_dir = cache_dir or default_cache_dir()
         self._launcher: str | None = None
-        self.pool = RunnerPool(self._launcher_path, warm_launchers)
         self._filter = program_bytes(compile_table())
+        # Refilled while the invoking thread waits for the program's exec (refill_soon
+        # below), not when it takes a launcher and still has Python to run.
+        self.pool: RunnerPool[Launcher] = RunnerPool(
+            self._start_launcher, warm_launchers, Launcher.discard, refill_on_take=False)
+        self.memfds = MemfdRecycler()
+        self._become_nobody = can_become_nobody()
         self._closed = False
         self._counters = InvocationCounters(self.name)
 
@@ -114,6 +119,10 @@ class LinuxEngine(Engine):
                 )
             )
         return self._launcher
+
+    def _start_launcher(self) -> Launcher:
+        return start_launcher(self._launcher_path(), self._filter, STACK_BYTES,
+                              self._become_nobody)
 
     def prepare(self, spec: FunctionSpec, cache_dir: Path | None) -> LinuxArtifact:
         """Check ``spec.binary`` (see :mod:`.elf`) and make sure the launcher exists."""
@@ -156,140 +165,71 @@ class LinuxEngine(Engine):
         sandbox_limits = SandboxLimits(
             limits.memory_bytes, max(1, math.ceil(limits.remaining()) + 1), STACK_BYTES
         )
-        params_fd = _params_memfd(self._filter, sandbox_limits, fs.argv, fs.environ)
-        runner: Runner | None = None
+        strings, argv, envp = argument_block(fs.argv, fs.environ)
+        launcher = self._take_launcher()
         supervisor: Supervisor | None = None
         try:
-            runner = self._hand_over(artifact.fd, params_fd, limits.deadline)
-            listener = self._take_listener(runner, limits.deadline)
+            listener = launcher.wait_until_parked(limits.deadline)
+            launcher.prepare_program(strings, argv, envp, sandbox_limits.address_space,
+                                     sandbox_limits.cpu_seconds)
+            supervisor = Supervisor(launcher.pid, launcher.pidfd, listener, fs,
+                                    sandbox_limits, executable_fd=artifact.fd,
+                                    memfds=self.memfds, on_exec=self.pool.refill_soon)
             started = time.perf_counter()
-            if listener is not None:
-                supervisor = Supervisor(runner.pid, runner.pidfd, listener, fs, sandbox_limits)
-                supervisor.run(limits.deadline)
-            status = _reap(runner)
+            supervisor.run(limits.deadline)
+            if supervisor.exit_status is not None:  # exit_group: the kernel is ending it
+                status, step, error = supervisor.exit_status << 8, 0, 0
+            else:  # it has ended some other way, or is being killed
+                _, status = os.waitpid(launcher.pid, 0)
+                step, error = launcher.failure()
             finished = time.perf_counter()
-            failure = os.pread(params_fd, 16, PARAMS.size - 16)
-            step, error = struct.unpack("<qq", failure)
             ending = Ending(
                 status,
-                supervisor.verdict if supervisor else None,
+                supervisor.verdict,
                 LAUNCH_STEPS.get(step, f"step {step}") if step else None,
                 error,
             )
             exit_code = judge(spec.name, ending, fs, limits)
         finally:
-            if supervisor is not None:
-                supervisor.close()
-            if runner is not None:
-                runner.discard()
-            os.close(params_fd)
+            if supervisor is not None and supervisor.exit_status is not None:
+                self.pool.clean_up_later(functools.partial(_end, launcher, supervisor))
+            else:
+                _end(launcher, supervisor)
         outputs = fs.collect_outputs()
         done = time.perf_counter()
         timings = {
             "sandbox_start": (started - began) * 1e6,
             "run": (finished - started) * 1e6,
             "output": (done - finished) * 1e6,
+            "emulated_calls": float(supervisor.calls),
         }
-        if supervisor is not None:
-            timings["emulated_calls"] = float(supervisor.calls)
         return InvocationResult(outputs, exit_code, timings)
 
-    def _hand_over(self, executable_fd: int, params_fd: int, deadline: float) -> Runner:
-        """Give the program and its parameters to a started launcher."""
-        length = os.fstat(params_fd).st_size
-        message = [struct.pack("<Q", length)]
-        runner = self.pool.take()
-        try:
-            socket.send_fds(runner.channel, message, [executable_fd, params_fd])
-        except OSError:
-            runner.discard()  # killed while it waited (e.g. by an administrator)
-            runner = start_runner(self._launcher_path())
-            socket.send_fds(runner.channel, message, [executable_fd, params_fd])
-        return runner
-
-    def _take_listener(self, runner: Runner, deadline: float) -> Listener | None:
-        """Wait for "armed", then copy the launcher's listener (None: the launcher died)."""
-        channel = runner.channel
-        channel.settimeout(max(0.001, min(ARMED_TIMEOUT_S, deadline - time.monotonic())))
-        try:
-            armed = channel.recv(1)
-        except TimeoutError:
-            runner.kill()
-            raise InvocationTimeout("the sandbox did not start before the deadline") from None
-        if not armed:
-            return None
-        give_up = time.monotonic() + ARMED_TIMEOUT_S
-        while True:  # the seccomp() call is microseconds after "armed"
-            try:
-                fd = pidfd_getfd(runner.pidfd, LISTENER_FD)
-            except OSError:
-                if time.monotonic() > give_up or _exited(runner):
-                    return None
-                os.sched_yield()
-                continue
-            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:seccomp notify":
-                os.close(fd)  # not installed yet: descriptor 1 is something else
-                if time.monotonic() > give_up:
-                    runner.kill()
-                    raise EngineUnavailable(
-                        "the linux engine's launcher did not install its filter", engine="linux"
-                    )
-                continue
-            return Listener(fd)
+    def _take_launcher(self) -> Launcher:
+        """A launcher from the pool (a fresh one if the waiting one died)."""
+        launcher = self.pool.take()
+        if launcher.alive():
+            return launcher
+        launcher.discard()  # killed while it waited (e.g. by an administrator)
+        return self._start_launcher()
 
     def statistics(self) -> EngineStatistics:
         """Counters since the engine started."""
         return self._counters.snapshot()
 
     def close(self) -> None:
-        """Refuse further invocations and end the warm launchers. Idempotent."""
+        """Refuse further invocations, end the warm launchers, finish clean-ups. Idempotent."""
         self._closed = True
         self.pool.close()
+        self.memfds.close()
 
 
-def _params_memfd(
-    program: bytes, limits: SandboxLimits, argv: list[bytes], environ: list[bytes]
-) -> int:
-    """The launcher's parameters: limits, filter, argv and envp (see launcher.c)."""
-    if not argv:
-        argv = [b"function"]
-    strings = b"".join(word.replace(b"\0", b"") + b"\0" for word in (*argv, *environ))
-    if len(strings) > MAX_ARGUMENT_BYTES:
-        raise InvalidBinary(
-            f"argv and environ take {len(strings)} bytes; at most "
-            f"{MAX_ARGUMENT_BYTES} are supported",
-            engine="linux",
-        )
-    header = PARAMS.pack(
-        PARAMS_MAGIC,
-        limits.address_space,
-        limits.cpu_seconds,
-        DESCRIPTOR_LIMIT,
-        limits.stack,
-        len(program) // 8,
-        len(argv),
-        len(environ),
-        len(strings),
-        0,
-        0,
-    )
-    fd = os.memfd_create("pappus-launch", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, header + program + strings)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _exited(runner: Runner) -> bool:
-    return bool(select.select([runner.pidfd], [], [], 0)[0])
-
-
-def _reap(runner: Runner) -> int:
-    """Wait for the process (the supervisor returned: it is ending or dead)."""
-    _, status = os.waitpid(runner.pid, 0)
-    return status
+def _end(launcher: Launcher, supervisor: Supervisor | None) -> None:
+    """Reap the process and release its descriptors; in this order, so no file is recycled
+    while the program could still read it."""
+    launcher.discard()
+    if supervisor is not None:
+        supervisor.close()
 
 
 __all__ = ["LinuxArtifact", "LinuxEngine"]

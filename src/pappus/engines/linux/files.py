@@ -11,7 +11,7 @@ and returns the call's result, or raises :class:`LinuxError` with the errno.
 **Descriptor numbers.** The program sees descriptors below
 :data:`VIRTUAL_LIMIT` (512) for everything the supervisor serves, and its
 ``RLIMIT_NOFILE`` reads 512. Large input files opened read-only get a real,
-read-only, sealed memfd copy instead, installed in the program at a number
+read-only descriptor of a memfd copy instead (:mod:`.memfd`), installed in the program at a number
 from 512 up (:data:`REAL_BASE`): the filter lets ``read``, ``pread64``,
 ``readv`` and ``lseek`` on those numbers run natively, which takes the
 supervisor off the data path (a 1 MiB ``sha256sum`` would otherwise cost 256
@@ -24,11 +24,11 @@ diverge, and every other call on those descriptors (``fstat``,
 from __future__ import annotations
 
 import errno as errno_codes
-import fcntl
 import os
 import struct
 from collections.abc import Callable
 
+from pappus.engines.linux.memfd import MemfdRecycler, reopen_read_only
 from pappus.engines.linux.notify import MemoryFault, ProcessMemory
 from pappus.vfs import (
     MAX_PATH_BYTES,
@@ -70,28 +70,6 @@ _MODE = {NodeKind.DIRECTORY: 0o040000, NodeKind.FILE: 0o100000, NodeKind.STREAM:
 _DTYPE = {NodeKind.DIRECTORY: 4, NodeKind.FILE: 8, NodeKind.STREAM: 2}
 
 
-def sealed_memfd(data: bytes | bytearray, name: str) -> int:
-    """A read-only descriptor of a sealed memfd holding ``data``.
-
-    Sealed against writing, growing and shrinking, and no writable descriptor
-    is left open: the content can never change, and ``execveat`` of it does
-    not fail with ``ETXTBSY``.
-    """
-    writer = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(writer, view) :]
-        fcntl.fcntl(
-            writer,
-            fcntl.F_ADD_SEALS,
-            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
-        )
-        return os.open(f"/proc/self/fd/{writer}", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(writer)
-
-
 class LinuxError(Exception):
     """The call fails with this errno (a normal error return, not a sandbox failure)."""
 
@@ -115,8 +93,9 @@ class LinuxFiles:
     def __init__(
         self,
         fs: SetFileSystem,
-        memory: Callable[[], ProcessMemory],
+        memory: ProcessMemory,
         install_real: Callable[[int, int], None],
+        memfds: MemfdRecycler,
     ) -> None:
         self.fs = fs
         self.table = DescriptorTable.with_standard_streams(fs, limit=REAL_LIMIT)
@@ -124,23 +103,22 @@ class LinuxFiles:
         self.umask = 0o022
         self.cloexec: set[int] = set()
         self.real: dict[int, int] = {}  # program descriptor -> supervisor's descriptor
-        self.sealed: dict[File, int] = {}
-        """Input file → one sealed memfd holding it, shared by every open of it."""
+        self.copies: dict[File, int] = {}
+        """Input file → one memfd holding it (from ``memfds``), shared by every open of it."""
         self.listings: dict[OpenFile, list[tuple[str, Stat]]] = {}
         """Directory listings being read, taken at the first read (see :meth:`getdents64`)."""
-        self._memory = memory
+        self.memory = memory
         self._install_real = install_real
-
-    @property
-    def memory(self) -> ProcessMemory:
-        return self._memory()
+        self._memfds = memfds
 
     def close_all(self) -> None:
-        """Close the supervisor's side of every real file."""
-        for fd in (*self.real.values(), *self.sealed.values()):
+        """Close the supervisor's side of every real file; only once the program is gone."""
+        for fd in self.real.values():
             os.close(fd)
+        for fd in self.copies.values():
+            self._memfds.release(fd)
         self.real.clear()
-        self.sealed.clear()
+        self.copies.clear()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -375,24 +353,24 @@ class LinuxFiles:
             raise LinuxError(errno_codes.EMFILE)
         return fd
 
-    def _sealed_copy(self, node: File) -> int:
-        """A read-only descriptor of a sealed memfd holding ``node``, made once per input file.
+    def _copy(self, node: File) -> int:
+        """A memfd holding ``node``, made once per input file and invocation.
 
         Every open of the file shares this one copy: copying per open would let a program
         make the worker hold its input hundreds of times over (once per descriptor), memory
         its own bound does not count.
         """
-        sealed = self.sealed.get(node)
-        if sealed is None:
-            sealed = self.sealed[node] = sealed_memfd(node.data, "pappus-input")
-        return sealed
+        copy = self.copies.get(node)
+        if copy is None:
+            copy = self.copies[node] = self._memfds.acquire(node.data)
+        return copy
 
     def _make_real(self, fd: int, node: File) -> int:
-        """Serve ``node`` (read-only input) from a sealed memfd installed at ≥ REAL_BASE."""
+        """Serve ``node`` (read-only input) from a memfd installed read-only at ≥ REAL_BASE."""
         open_file = self.table.get(fd)
         self.table.close(fd)
         # A new open file description of the shared copy: its own offset, the same pages.
-        reader = os.open(f"/proc/self/fd/{self._sealed_copy(node)}", os.O_RDONLY | os.O_CLOEXEC)
+        reader = reopen_read_only(self._copy(node))
         try:
             number = self.table.install(open_file, REAL_BASE)
             if number >= REAL_LIMIT:

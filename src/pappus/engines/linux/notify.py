@@ -8,8 +8,8 @@ run the call after all (``SECCOMP_USER_NOTIF_FLAG_CONTINUE`` — only ever for
 calls whose arguments the kernel does not read from the program's memory),
 and can install a descriptor in the program (``NOTIF_ADDFD``).
 
-:class:`ProcessMemory` reads and writes the program's memory through
-``/proc/<pid>/mem``. Everything read from there is data the program
+:class:`ProcessMemory` reads and writes the program's memory with
+``process_vm_readv`` and ``process_vm_writev``. Everything read is data the program
 controls: callers bound every length before reading and never hand a
 pointer back to the kernel — the supervisor copies what it needs and acts
 on its copy.
@@ -147,9 +147,7 @@ class _IoVec(ctypes.Structure):
     _fields_ = (("base", ctypes.c_void_p), ("length", ctypes.c_size_t))
 
 
-_process_vm_writev = _libc.process_vm_writev
-_process_vm_writev.restype = ctypes.c_ssize_t
-_process_vm_writev.argtypes = (
+_VM_ARGUMENTS = (
     ctypes.c_int,
     ctypes.POINTER(_IoVec),
     ctypes.c_ulong,
@@ -157,20 +155,25 @@ _process_vm_writev.argtypes = (
     ctypes.c_ulong,
     ctypes.c_ulong,
 )
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_readv.restype = ctypes.c_ssize_t
+_process_vm_readv.argtypes = _VM_ARGUMENTS
+_process_vm_writev = _libc.process_vm_writev
+_process_vm_writev.restype = ctypes.c_ssize_t
+_process_vm_writev.argtypes = _VM_ARGUMENTS
 
 
 class ProcessMemory:
-    """A stopped program's memory: read via ``/proc/<pid>/mem``, written with ``process_vm_writev``.
+    """A stopped program's memory, read and written with ``process_vm_readv``/``writev``.
 
-    Writes go through ``process_vm_writev`` because it honours page
-    protections as the kernel's own copy-out would: a buffer in read-only
-    memory (the program's code, say) gets ``EFAULT``, where ``/proc/<pid>/mem``
-    would force the write.
+    Both honour page protections as the kernel's own copies would: a buffer
+    in read-only memory (the program's code, say) gets ``EFAULT`` when
+    written, where ``/proc/<pid>/mem`` would force the write. Nothing is
+    opened, so the first access costs no more than the next.
     """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
 
     def read(self, address: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``address`` (:class:`MemoryFault` if any is unmapped)."""
@@ -178,13 +181,13 @@ class ProcessMemory:
             return b""
         if address < 0 or address + length > 1 << 47:
             raise MemoryFault(f"{address:#x}+{length}")
-        try:
-            data = os.pread(self.fd, length, address)
-        except OSError:
-            raise MemoryFault(f"{address:#x}+{length}") from None
-        if len(data) != length:
+        target = ctypes.create_string_buffer(length)
+        local = _IoVec(ctypes.cast(target, ctypes.c_void_p), length)
+        remote = _IoVec(address, length)
+        done = _process_vm_readv(self.pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        if done != length:
             raise MemoryFault(f"{address:#x}+{length}")
-        return data
+        return target.raw
 
     def read_string(self, address: int, limit: int) -> bytes:
         """A NUL-terminated string of at most ``limit`` bytes (without the NUL).
@@ -219,8 +222,3 @@ class ProcessMemory:
         if written != len(data):
             raise MemoryFault(f"{address:#x}+{len(data)}")
 
-    def close(self) -> None:
-        """Close the memory file."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1

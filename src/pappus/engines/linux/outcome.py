@@ -26,15 +26,6 @@ from pappus.errors import (
 )
 from pappus.vfs import SetFileSystem
 
-LAUNCH_STEPS = {
-    1: "reading its parameters",
-    2: "building argv and envp",
-    3: "setting limits",
-    4: "setting no_new_privs",
-    5: "signalling readiness",
-    6: "installing the seccomp filter",
-    7: "executing the program",
-}
 STDERR_TAIL_BYTES = 2048
 
 

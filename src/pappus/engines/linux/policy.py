@@ -40,6 +40,7 @@ Kind = Literal["native", "emulate", "errno", "kill"]
 PROT_EXEC = 0x4
 MAP_SHARED, MAP_ANONYMOUS = 0x01, 0x20
 ARCH_SET_FS = 0x1002
+PR_SET_NAME, PR_GET_NAME = 15, 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,8 @@ _PROCESSES = "one process per invocation: no new processes or programs"
 TABLE: tuple[Entry, ...] = (
     # -- process and thread set-up, run natively ---------------------------------------
     _native("exit", "ends the thread"),
-    _native("exit_group", "ends the run; its status is the exit code"),
+    _emulate("exit_group", "ends the run: the supervisor records the status (the exit code) "
+             "and lets the kernel end the process"),
     _native("arch_prctl", "thread pointer for TLS", ArgumentEquals(0, ARCH_SET_FS)),
     _refuse("arch_prctl", errno_codes.EINVAL, "other arch_prctl codes"),
     _native("set_tid_address", "libc start-up"),
@@ -123,8 +125,12 @@ TABLE: tuple[Entry, ...] = (
     *(_emulate(name, "a fixed identity: uid/gid 65534, pid 1; the host's are never shown")
       for name in ("getuid", "geteuid", "getgid", "getegid", "getpid", "gettid", "getppid")),
     _emulate("uname", "a fixed system name (\"pappus\"), not the host's"),
-    _emulate("prlimit64", "reads the sandbox's own limits; raising them is EPERM"),
-    _emulate("prctl", "PR_SET_NAME/PR_GET_NAME on a virtual name; other options EINVAL"),
+    _native("prlimit64", "reading its own limits (the sandbox's: RLIMIT_AS is the memory bound)",
+            ArgumentEquals(0, 0), ArgumentEquals(2, 0)),
+    _emulate("prlimit64", "pid 1 reads its own limits too; changing them is EPERM"),
+    _native("prctl", "its own thread name", ArgumentEquals(0, PR_SET_NAME)),
+    _native("prctl", "its own thread name", ArgumentEquals(0, PR_GET_NAME)),
+    _refuse("prctl", errno_codes.EINVAL, "other options"),
     _emulate("sysinfo", "the sandbox's memory bound, not the host's"),
     # -- time: reading is harmless (the vDSO bypasses seccomp anyway); setting is refused ---
     _native("clock_gettime", "read only"),

@@ -11,9 +11,11 @@ policy table's entry (:func:`~pappus.engines.linux.policy.entry_for`) and
   x32): kills the process and records the call, reported as
   ``forbidden_syscall`` with its name and number.
 
-Two calls are let through to the kernel after a check, because they take no
-pointer the kernel would read: the launcher's own ``execveat`` (the first
-call, before the program exists) and anonymous ``mmap``, after checking it
+Two calls are let through to the kernel after a check. The launcher's own
+``execveat`` — the first call, made before the program exists, from
+memory only the launcher and the worker write — after installing the
+function's executable as the descriptor it names; and anonymous ``mmap``
+(no pointer the kernel would read), after checking it
 against the memory bound, so that running out of memory is *seen* (the
 program gets ``ENOMEM`` and the run, if it then fails, ends as
 ``out_of_memory``).
@@ -30,6 +32,7 @@ import errno as errno_codes
 import functools
 import logging
 import os
+import resource as resources
 import select
 import signal
 import struct
@@ -39,6 +42,8 @@ from dataclasses import dataclass
 
 from pappus.engines.linux import policy
 from pappus.engines.linux.files import VIRTUAL_LIMIT, LinuxError, LinuxFiles, linux_errno
+from pappus.engines.linux.launcher import EXECUTABLE_FD
+from pappus.engines.linux.memfd import MemfdRecycler
 from pappus.engines.linux.notify import Listener, MemoryFault, Notification, ProcessMemory
 from pappus.engines.syscalls import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscall_name
 from pappus.vfs import OutputLimitExceeded, SetFileSystem, VfsError
@@ -46,14 +51,21 @@ from pappus.vfs import OutputLimitExceeded, SetFileSystem, VfsError
 log = logging.getLogger(__name__)
 
 RLIM_INFINITY = (1 << 64) - 1
-PR_SET_NAME, PR_GET_NAME = 15, 16
+RLIM_NLIMITS = 16
 MAP_ANONYMOUS = 0x20
 PAGE = 4096
 UTSNAME = (b"Linux", b"pappus", b"6.1.0-pappus", b"#1 SMP pappus", b"x86_64", b"(none)")
 
 
 class LetKernelRun(Exception):
-    """Answer by letting the kernel run the call as made (no pointer arguments)."""
+    """Answer by letting the kernel run the call as made (no pointer arguments).
+
+    ``then`` is called once the call has been let through.
+    """
+
+    def __init__(self, then: Callable[[], None] = lambda: None) -> None:
+        super().__init__()
+        self.then = then
 
 
 @dataclass(slots=True)
@@ -79,7 +91,16 @@ class Supervisor:
     """Answers the notified calls of one sandboxed process (see the module docstring)."""
 
     def __init__(
-        self, pid: int, pidfd: int, listener: Listener, fs: SetFileSystem, limits: SandboxLimits
+        self,
+        pid: int,
+        pidfd: int,
+        listener: Listener,
+        fs: SetFileSystem,
+        limits: SandboxLimits,
+        *,
+        executable_fd: int,
+        memfds: MemfdRecycler,
+        on_exec: Callable[[], None] = lambda: None,
     ) -> None:
         self.pid = pid
         self.pidfd = pidfd
@@ -88,34 +109,29 @@ class Supervisor:
         self.limits = limits
         self.verdict = Verdict()
         self.calls = 0
-        self._memory: ProcessMemory | None = None
         self._statm: int | None = None
         self._current: Notification | None = None
+        self._executable_fd = executable_fd
+        self._on_exec = on_exec
         self._exec_done = False
-        self._name = b"function"
-        self.files = LinuxFiles(fs, self._process_memory, self._install_descriptor)
+        self.exit_status: int | None = None
+        """The status passed to ``exit_group``, once the program called it."""
+        self.files = LinuxFiles(fs, ProcessMemory(pid), self._install_descriptor, memfds)
 
     # -- resources --------------------------------------------------------------------------
-
-    def _process_memory(self) -> ProcessMemory:
-        # Opened lazily: /proc/<pid>/mem binds to the address space at open time, and the
-        # first calls come before the exec replaces the launcher's.
-        if self._memory is None:
-            self._memory = ProcessMemory(self.pid)
-        return self._memory
 
     def _install_descriptor(self, source_fd: int, target_fd: int) -> None:
         assert self._current is not None
         self.listener.add_descriptor(self._current, source_fd, target_fd)
 
     def close(self) -> None:
-        """Release the supervisor's descriptors (not the process)."""
+        """Release the supervisor's descriptors; call it once the process is gone.
+
+        The listener belongs to the launcher (:class:`~.launcher.Launcher`).
+        """
         self.files.close_all()
-        if self._memory is not None:
-            self._memory.close()
         if self._statm is not None:
             os.close(self._statm)
-        self.listener.close()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -156,9 +172,10 @@ class Supervisor:
             return self._forbid(call)
         try:
             value = handler(self, call.args)
-        except LetKernelRun:
+        except LetKernelRun as answer:
             self.listener.let_kernel_run(call)
-            return True
+            answer.then()
+            return self.exit_status is None
         except LinuxError as error:
             self.listener.reply(call, error=error.code)
             return True
@@ -208,28 +225,20 @@ class Supervisor:
             raise LinuxError(errno_codes.ESRCH)
         if new:
             raise LinuxError(errno_codes.EPERM)  # the sandbox's limits are fixed
-        if resource > 15:
+        if resource >= RLIM_NLIMITS:
             raise LinuxError(errno_codes.EINVAL)
-        values = {
-            0: self.limits.cpu_seconds,
-            3: self.limits.stack,
-            4: 0,
-            7: VIRTUAL_LIMIT,
-            9: self.limits.address_space,
-        }
-        value = values.get(resource, RLIM_INFINITY)
+        # What the native call (pid 0) reads: the process's real limits.
+        soft, hard = resources.prlimit(self.pid, resource)
         if old:
-            self.files.memory.write(old, struct.pack("<QQ", value, value))
+            self.files.memory.write(old, struct.pack("<QQ", soft & RLIM_INFINITY,
+                                                     hard & RLIM_INFINITY))
         return 0
 
-    def _prctl(self, option: int, argument: int) -> int:
-        if option == PR_SET_NAME:
-            self._name = self.files.memory.read(argument, 16).split(b"\0")[0][:15]
-            return 0
-        if option == PR_GET_NAME:
-            self.files.memory.write(argument, self._name.ljust(16, b"\0"))
-            return 0
-        raise LinuxError(errno_codes.EINVAL)
+    def _exit_group(self, status: int) -> int:
+        # The run is over: every output call has been answered. Record the status so the
+        # result need not wait for the kernel to tear the process down.
+        self.exit_status = status & 0xFF
+        raise LetKernelRun
 
     def _address_space_in_use(self) -> int:
         if self._statm is None:
@@ -254,9 +263,11 @@ class Supervisor:
         raise LetKernelRun
 
     def _execveat(self) -> int:
-        if not self._exec_done:  # the launcher starting the program, before it exists
+        if not self._exec_done:  # the parked launcher starting the program, before it exists
             self._exec_done = True
-            raise LetKernelRun
+            self._install_descriptor(self._executable_fd, EXECUTABLE_FD)
+            # The exec takes a while: a good moment for the caller's background work.
+            raise LetKernelRun(then=self._on_exec)
         raise LinuxError(errno_codes.EPERM)  # one program per invocation
 
 
@@ -315,7 +326,7 @@ _EMULATED: dict[str, Handler] = {
     "getppid": lambda s, a: 0,
     "uname": lambda s, a: s._uname(a[0]),
     "prlimit64": lambda s, a: s._prlimit(a[0], a[1], a[2], a[3]),
-    "prctl": lambda s, a: s._prctl(a[0], a[1]),
+    "exit_group": lambda s, a: s._exit_group(a[0]),
     "sysinfo": lambda s, a: s._sysinfo(a[0]),
     "mmap": lambda s, a: s._mmap(a[1], a[3]),
     "execveat": lambda s, a: s._execveat(),

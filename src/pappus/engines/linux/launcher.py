@@ -1,0 +1,260 @@
+"""The worker's side of ``launcher.c``: parameters, starting and arming it, starting the program.
+
+A launcher is started ahead of time (in the warm pool's thread):
+:func:`start_launcher` writes its parameter memfd (header and the seccomp
+program) and starts it, without waiting for it. The launcher sets itself up
+and parks in its notified ``execveat`` on its own, so by the time an
+invocation takes it, :meth:`Launcher.wait_until_parked` only has to copy the
+listener (``pidfd_getfd``) and see the parked call queued on it; a launcher
+taken too early is waited for ("armed" on its socket, then the listener).
+The invocation then calls :meth:`Launcher.prepare_program` (argv, envp,
+``RLIMIT_AS``, ``RLIMIT_CPU``) and the supervisor answers the parked call:
+it installs the executable and lets the exec run. See ``launcher.c`` for the
+other side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import select
+import struct
+import time
+from dataclasses import dataclass
+
+from pappus.engines.linux.notify import Listener, pidfd_getfd
+from pappus.engines.process.pool import Runner, start_runner
+from pappus.errors import EngineUnavailable, InvocationTimeout, TooLarge
+
+PARAMS_MAGIC = 0x324E4C5050415050  # "PPAPPLN2"
+HEADER = struct.Struct("<10Qq")  # see struct params in launcher.c
+BASE_OFFSET = 8 * 8
+FAILURE_OFFSET = 9 * 8
+PARAMS_FD = 0
+LISTENER_FD = 0
+EXECUTABLE_FD = 1
+DESCRIPTOR_LIMIT = 1024  # the real RLIMIT_NOFILE: virtual below 512, real input files above
+MAX_ARGUMENT_BYTES = 128 << 10
+"""argv and environ strings together, NULs included."""
+MAX_ARGUMENTS = MAX_ARGUMENT_BYTES // 2
+"""argv words and environ entries, each."""
+ARMED_TIMEOUT_S = 5.0
+LAUNCH_STEPS = {
+    1: "reading its parameters",
+    3: "setting limits",
+    4: "dropping privileges",  # identity, capabilities, no_new_privs
+    5: "signalling readiness",
+    6: "installing the seccomp filter",
+    7: "executing the program",
+}
+"""The launcher's failure steps (``check(..., step)`` in launcher.c)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where things are in the parameter memfd, for a filter of ``filter_bytes``."""
+
+    filter_bytes: int
+
+    @property
+    def argv_offset(self) -> int:
+        return _round_up(HEADER.size + self.filter_bytes, 8)
+
+    @property
+    def envp_offset(self) -> int:
+        return self.argv_offset + (MAX_ARGUMENTS + 1) * 8
+
+    @property
+    def strings_offset(self) -> int:
+        return self.envp_offset + (MAX_ARGUMENTS + 1) * 8
+
+    @property
+    def size(self) -> int:
+        return self.strings_offset + MAX_ARGUMENT_BYTES
+
+
+def argument_block(argv: list[bytes], environ: list[bytes]) -> tuple[bytes, list[int], list[int]]:
+    """The strings of ``argv`` and ``environ`` and each one's offset in them.
+
+    Raises :class:`~pappus.errors.TooLarge` past the launcher's room
+    (:data:`MAX_ARGUMENT_BYTES`, :data:`MAX_ARGUMENTS`). An embedded NUL ends
+    a word, as it would for ``execve``.
+    """
+    if not argv:
+        argv = [b"function"]
+    if len(argv) > MAX_ARGUMENTS or len(environ) > MAX_ARGUMENTS:
+        raise TooLarge(f"{len(argv)} arguments and {len(environ)} environment entries; at most "
+                       f"{MAX_ARGUMENTS} of each are supported by the linux engine",
+                       limit=MAX_ARGUMENTS)
+    words = [word.split(b"\0", 1)[0] + b"\0" for word in (*argv, *environ)]
+    total = sum(len(word) for word in words)
+    if total > MAX_ARGUMENT_BYTES:
+        raise TooLarge(f"argv and environ take {total} bytes; at most {MAX_ARGUMENT_BYTES} "
+                       "are supported by the linux engine", limit=MAX_ARGUMENT_BYTES)
+    offsets: list[int] = []
+    position = 0
+    for word in words:
+        offsets.append(position)
+        position += len(word)
+    return b"".join(words), offsets[: len(argv)], offsets[len(argv):]
+
+
+class Launcher:
+    """A started launcher; once parked in its notified ``execveat``, it has a listener (owned)."""
+
+    def __init__(self, runner: Runner, params_fd: int, layout: Layout) -> None:
+        self.runner = runner
+        self.params_fd = params_fd
+        self.layout = layout
+        self.listener: Listener | None = None
+        self.base = 0
+
+    def __repr__(self) -> str:
+        state = "parked" if self.listener else "starting"
+        return f"<Launcher pid={self.runner.pid} {state}>"
+
+    @property
+    def pid(self) -> int:
+        return self.runner.pid
+
+    @property
+    def pidfd(self) -> int:
+        return self.runner.pidfd
+
+    def alive(self) -> bool:
+        """False if it died while it waited (a failed set-up, or killed by an administrator)."""
+        return not select.select([self.runner.pidfd], [], [], 0)[0]
+
+    def wait_until_parked(self, deadline: float) -> Listener:
+        """Its listener, once the launcher is parked (usually at once).
+
+        Raises :class:`~pappus.errors.InvocationTimeout` at ``deadline`` (monotonic), or
+        :class:`~pappus.errors.EngineUnavailable` naming the set-up step that failed.
+        """
+        if self.listener is not None:
+            return self.listener
+        give_up = min(deadline, time.monotonic() + ARMED_TIMEOUT_S)
+        fd = self._copy_listener()
+        if fd is None:  # taken before it got that far: "armed" comes just before the filter
+            self.runner.channel.settimeout(max(0.001, give_up - time.monotonic()))
+            try:
+                armed = self.runner.channel.recv(1)
+            except TimeoutError:
+                armed = b""
+            while armed and (fd := self._copy_listener()) is None:
+                if time.monotonic() > give_up or not self.alive():
+                    break
+                os.sched_yield()  # the seccomp() call is microseconds after "armed"
+        if fd is not None:
+            listener = Listener(fd)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if poller.poll(max(0, int((give_up - time.monotonic()) * 1000))):
+                self.listener = listener
+                (self.base,) = struct.unpack("<Q", os.pread(self.params_fd, 8, BASE_OFFSET))
+                return listener
+            listener.close()
+        if time.monotonic() >= deadline and self.alive():
+            raise InvocationTimeout("the sandbox did not start before the deadline")
+        raise self._failed()
+
+    def _copy_listener(self) -> int | None:
+        try:
+            fd = pidfd_getfd(self.runner.pidfd, LISTENER_FD)
+        except OSError:
+            return None  # not there yet (or the process is gone)
+        if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:seccomp notify":
+            os.close(fd)  # not installed yet: descriptor 0 is still the parameters
+            return None
+        return fd
+
+    def _failed(self) -> EngineUnavailable:
+        self.runner.kill()
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PIDFD, self.runner.pidfd, os.WEXITED | os.WNOWAIT)
+        step, error = self.failure()
+        if step:
+            reason = (f"failed {LAUNCH_STEPS.get(step, f'at step {step}')}: "
+                      f"{os.strerror(error) if error else 'invalid parameters'}")
+        else:
+            reason = f"did not park within {ARMED_TIMEOUT_S:.0f} s"
+        return EngineUnavailable(f"the linux engine's launcher {reason}", engine="linux")
+
+    def prepare_program(self, strings: bytes, argv: list[int], envp: list[int],
+                        address_space: int, cpu_seconds: int) -> None:
+        """Write argv and envp (see :func:`argument_block`) and set the two invocation limits."""
+        layout = self.layout
+        at = self.base + layout.strings_offset
+        os.pwrite(self.params_fd, strings, layout.strings_offset)
+        os.pwrite(self.params_fd, struct.pack(f"<{len(argv) + 1}Q", *(at + o for o in argv), 0),
+                  layout.argv_offset)
+        os.pwrite(self.params_fd, struct.pack(f"<{len(envp) + 1}Q", *(at + o for o in envp), 0),
+                  layout.envp_offset)
+        resource.prlimit(self.pid, resource.RLIMIT_AS, (address_space, address_space))
+        resource.prlimit(self.pid, resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+
+    def failure(self) -> tuple[int, int]:
+        """The step (0: none) and errno the launcher recorded when it failed."""
+        step, error = struct.unpack("<qq", os.pread(self.params_fd, 16, FAILURE_OFFSET))
+        return step, error
+
+    def discard(self) -> None:
+        """Close the listener, end the process if it is alive, reap it, close our descriptors."""
+        if self.listener is not None:
+            self.listener.close()
+        self.runner.discard()
+        if self.params_fd >= 0:
+            os.close(self.params_fd)
+            self.params_fd = -1
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def can_become_nobody() -> bool:
+    """Whether launchers can switch to uid 65534 and still have their limits set by us.
+
+    Needs root (to switch) and ``CAP_SYS_RESOURCE`` (``prlimit`` on a process of
+    another user); some container runtimes give root everything but the latter.
+    Otherwise the program keeps the worker's identity (without capabilities).
+    """
+    if os.geteuid() != 0:
+        return False
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    return False
+
+
+def params_memfd(program: bytes, stack_bytes: int, become_nobody: bool) -> tuple[int, Layout]:
+    """A parameter memfd for one launcher: header and seccomp program (the rest is sparse)."""
+    layout = Layout(len(program))
+    header = HEADER.pack(PARAMS_MAGIC, layout.size, DESCRIPTOR_LIMIT, stack_bytes,
+                         len(program) // 8, layout.argv_offset, layout.envp_offset,
+                         int(become_nobody), 0, 0, 0)
+    fd = os.memfd_create("pappus-launch", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, layout.size)
+        os.pwrite(fd, header + program, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, layout
+
+
+def start_launcher(path: str, program: bytes, stack_bytes: int,
+                   become_nobody: bool) -> Launcher:
+    """Start a launcher (it sets itself up and parks; see the module docstring)."""
+    params_fd, layout = params_memfd(program, stack_bytes, become_nobody)
+    try:
+        runner = start_runner(path, {PARAMS_FD: params_fd})
+    except BaseException:
+        os.close(params_fd)
+        raise
+    return Launcher(runner, params_fd, layout)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
