@@ -19,6 +19,7 @@ import contextlib
 import os
 import resource
 import select
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -164,8 +165,8 @@ class Launcher:
             fd = pidfd_getfd(self.runner.pidfd, LISTENER_FD)
         except OSError:
             return None  # not there yet (or the process is gone)
-        if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:seccomp notify":
-            os.close(fd)  # not installed yet: descriptor 0 is still the parameters
+        if stat.S_IFMT(os.fstat(fd).st_mode) != 0:  # anonymous inodes have no file type
+            os.close(fd)  # not installed yet: descriptor 0 is still the parameter memfd
             return None
         return fd
 

@@ -3,8 +3,9 @@
 A large read-only input file is handed to the program as a real descriptor
 of a memfd holding it (see :mod:`.files`). Filling a fresh memfd is mostly
 the kernel allocating and zeroing its pages — about 0.4 ms per MiB on this
-class of machine, ten times the copy itself — so :class:`MemfdRecycler`
-keeps the memfds of finished invocations and overwrites them for the next.
+class of machine, twenty times the copy itself — so :class:`MemfdRecycler`
+keeps the memfds of finished invocations, mapped, and copies the next
+content straight into the mapping (0.02 ms per MiB; ``pwrite`` takes 0.07).
 
 Recycling is safe because a recycled memfd has had exactly one user: the
 program gets only a read-only open file description of it (it cannot map
@@ -17,6 +18,7 @@ length, which frees whatever lay beyond.
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import threading
 
@@ -61,6 +63,7 @@ class MemfdRecycler:
         self.max_files = max_files
         self.max_bytes = max_bytes
         self._free: dict[int, int] = {}  # our writable descriptor -> its size
+        self._mappings: dict[int, mmap.mmap] = {}  # descriptor -> our mapping of all of it
         self._lock = threading.Lock()
         self.created = 0
         self.reused = 0
@@ -81,12 +84,24 @@ class MemfdRecycler:
         if fd is None:
             fd = os.memfd_create("pappus-input", os.MFD_CLOEXEC)
         try:
-            _write_all(fd, data)
-            os.ftruncate(fd, len(data))
+            self._fill(fd, data)
         except BaseException:
-            os.close(fd)
+            self._forget(fd)
             raise
         return fd
+
+    def _fill(self, fd: int, data: bytes | bytearray) -> None:
+        mapping = self._mappings.get(fd)
+        if mapping is None or len(mapping) != len(data):
+            # New size: cut or grow the file (cutting frees the pages beyond) and map it anew.
+            if mapping is not None:
+                mapping.close()
+                del self._mappings[fd]
+            os.ftruncate(fd, len(data))
+            if not data:
+                return
+            mapping = self._mappings[fd] = mmap.mmap(fd, len(data))
+        mapping[:] = data
 
     def _closest(self, length: int) -> int | None:
         """The free memfd that fits ``length`` best: the smallest big enough, else the largest."""
@@ -105,6 +120,12 @@ class MemfdRecycler:
             if len(self._free) < self.max_files and kept + size <= self.max_bytes:
                 self._free[fd] = size
                 return
+        self._forget(fd)
+
+    def _forget(self, fd: int) -> None:
+        mapping = self._mappings.pop(fd, None)
+        if mapping is not None:
+            mapping.close()
         os.close(fd)
 
     def close(self) -> None:
@@ -112,7 +133,7 @@ class MemfdRecycler:
         with self._lock:
             free, self._free = self._free, {}
         for fd in free:
-            os.close(fd)
+            self._forget(fd)
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
