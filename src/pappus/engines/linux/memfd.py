@@ -69,8 +69,13 @@ class MemfdRecycler:
         self.reused = 0
 
     def __repr__(self) -> str:
-        return (f"<MemfdRecycler free={len(self._free)} created={self.created} "
+        return (f"<MemfdRecycler kept={self.kept} created={self.created} "
                 f"reused={self.reused}>")
+
+    @property
+    def kept(self) -> int:
+        """Memfds waiting to be reused."""
+        return len(self._free)
 
     def acquire(self, data: bytes | bytearray) -> int:
         """A writable memfd holding ``data`` (ours: the program gets :func:`reopen_read_only`)."""

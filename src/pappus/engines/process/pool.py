@@ -145,6 +145,11 @@ class RunnerPool(Generic[T]):
             self.started_on_demand += 1
         return started
 
+    def waiting(self) -> list[T]:
+        """The ones ready now (for inspection; they stay in the pool)."""
+        with self._condition:
+            return list(self._ready)
+
     def refill_soon(self) -> None:
         """Wake the background thread to refill (and run waiting clean-ups) now."""
         with self._condition:

@@ -1,0 +1,128 @@
+"""Warm launchers and recycled input memfds: what must hold however they are reused.
+
+A launcher is started, confined and parked ahead of time; input files are
+copied into memfds that later invocations reuse. These tests check the
+confinement of a parked launcher, that a dead or broken launcher is reported
+or replaced, and that a recycled memfd never shows a later program anything
+of an earlier invocation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from pappus.engines.linux.engine import LinuxEngine
+from pappus.engines.linux.launcher import (
+    MAX_ARGUMENT_BYTES,
+    Launcher,
+    argument_block,
+)
+from pappus.engines.linux.memfd import MemfdRecycler
+from pappus.errors import EngineUnavailable, TooLarge
+from tests.engines.linux.support import Sandbox, busybox_binary
+
+
+@pytest.fixture(scope="module")
+def busybox() -> bytes:
+    return busybox_binary()
+
+
+def _parked(engine: LinuxEngine) -> list[Launcher]:
+    deadline = time.monotonic() + 5
+    while len(waiting := engine.pool.waiting()) < engine.pool.size:
+        assert time.monotonic() < deadline, "the pool did not fill"
+        time.sleep(0.005)
+    for launcher in waiting:
+        launcher.wait_until_parked(time.monotonic() + 5)
+    return waiting
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def test_a_parked_launcher_is_confined_before_any_invocation(sandbox: Sandbox,
+                                                            busybox: bytes) -> None:
+    sandbox.run(busybox, ["true"])  # the pool is running
+    for launcher in _parked(sandbox.engine):
+        status = _status(launcher.pid)
+        assert int(status["CapEff"], 16) == 0, status["CapEff"]
+        assert int(status["CapPrm"], 16) == 0, status["CapPrm"]
+        assert int(status["CapInh"], 16) == 0
+        assert status["NoNewPrivs"].strip() == "1"
+        assert status["Seccomp"].strip() == "2"  # filter mode
+        # Its descriptors: only the listener (0); the parameters were mapped and closed.
+        assert sorted(os.listdir(f"/proc/{launcher.pid}/fd")) == ["0"]
+
+
+def test_a_waiting_launcher_that_died_is_replaced(sandbox: Sandbox, busybox: bytes) -> None:
+    sandbox.run(busybox, ["true"])
+    for launcher in _parked(sandbox.engine):
+        os.kill(launcher.pid, signal.SIGKILL)
+    for _ in range(3):
+        assert sandbox.run(busybox, ["echo", "still", "here"]).stdout == b"still here\n"
+
+
+def test_a_launcher_that_cannot_set_up_is_engine_unavailable(launcher_dir: Path,
+                                                             busybox: bytes) -> None:
+    engine = LinuxEngine(launcher_dir, warm_launchers=1)
+    engine._filter = bytes(8) * 4  # four "ld a, [0]" and no return: the kernel refuses it
+    try:
+        with pytest.raises(EngineUnavailable) as caught:
+            Sandbox(engine).run(busybox, ["true"])
+        assert "installing the seccomp filter" in caught.value.message
+        assert "Invalid argument" in caught.value.message
+    finally:
+        engine.close()
+
+
+def test_recycled_input_memfds_show_only_the_new_content(sandbox: Sandbox,
+                                                         busybox: bytes) -> None:
+    reused = sandbox.engine.memfds.reused
+    first = b"A" * (100 << 10)
+    second = b"B" * (40 << 10)
+    for data in (first, second, first):
+        run = sandbox.run(busybox, ["sha256sum", "/in/data"], {"data": data})
+        assert run.stdout == f"{hashlib.sha256(data).hexdigest()}  /in/data\n".encode()
+    # Past the end of a smaller input there is nothing, not the bigger one's bytes.
+    run = sandbox.run(busybox, ["dd", "if=/in/data", "bs=1024", "skip=39", "status=none"],
+                      {"data": second})
+    assert run.stdout == b"B" * 1024
+    assert sandbox.engine.memfds.reused >= reused + 3, "the test did not exercise recycling"
+
+
+def test_the_recycler_reuses_the_best_fit_and_bounds_what_it_keeps() -> None:
+    recycler = MemfdRecycler(max_files=2, max_bytes=1 << 20)
+    try:
+        small, large = recycler.acquire(b"s" * 10), recycler.acquire(b"L" * 5000)
+        recycler.release(small)
+        recycler.release(large)
+        again = recycler.acquire(b"x" * 4000)  # the smallest that fits: the 5000-byte one
+        assert again == large and os.pread(again, 10000, 0) == b"x" * 4000
+        assert os.fstat(again).st_size == 4000
+        recycler.release(again)
+        assert recycler.kept == 2
+        too_big = recycler.acquire(b"y" * (2 << 20))
+        recycler.release(too_big)  # beyond max_bytes: closed, not kept
+        assert recycler.kept == 1
+        assert (recycler.created, recycler.reused) == (2, 2)
+    finally:
+        recycler.close()
+
+
+def test_argument_block_offsets_and_limits() -> None:
+    strings, argv, envp = argument_block([b"prog", b"a\0hidden", b""], [b"K=v"])
+    assert strings == b"prog\0a\0\0K=v\0"
+    assert (argv, envp) == ([0, 5, 7], [8])
+    assert argument_block([], [])[0] == b"function\0"
+    with pytest.raises(TooLarge):
+        argument_block([b"x" * MAX_ARGUMENT_BYTES], [])
+    with pytest.raises(TooLarge):
+        argument_block([b""] * (MAX_ARGUMENT_BYTES // 2 + 1), [])
