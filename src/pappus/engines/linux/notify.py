@@ -141,6 +141,7 @@ class MemoryFault(Exception):
 
 
 PAGE = 4096
+FIRST_STRING_READ = 256
 
 
 class _IoVec(ctypes.Structure):
@@ -196,8 +197,12 @@ class ProcessMemory:
         Raises :class:`MemoryFault`, or ``ValueError`` when no NUL comes within ``limit``.
         """
         collected = bytearray()
+        first = True
         while len(collected) <= limit:
             chunk_length = PAGE - (address % PAGE)
+            if first:  # most strings are short paths: try a small read first
+                chunk_length = min(chunk_length, FIRST_STRING_READ)
+                first = False
             chunk = self.read(address, chunk_length)
             end = chunk.find(0)
             if end >= 0:
