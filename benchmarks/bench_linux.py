@@ -10,7 +10,11 @@ Measured in one run:
   making none, ``(t_N - t_0) / N``;
 * baseline: ``bwrap --unshare-all`` running the same busybox commands on the
   same file (bind-mounted read-only), and the ratio of the medians;
-* for reference: the same commands run natively with ``posix_spawn``.
+* for reference: the same commands run natively with ``posix_spawn``, and a
+  static C program that does nothing (musl and glibc), in pappus and natively:
+  the difference is the sandbox's own cost per invocation, without the
+  program's start-up (glibc's static start-up alone costs ~0.3 ms on a VM
+  where each CPUID instruction traps to the hypervisor).
 
     python -m benchmarks.bench_linux [--samples N]
 """
@@ -40,6 +44,8 @@ TARGET_SHA_US = 3000.0
 TARGET_CALL_US = 20.0
 TARGET_BWRAP_RATIO = 4.0
 CALLS = 2000
+COMPILERS = ("musl-gcc", "gcc")
+NOTHING_C = "int main(void) { return 0; }\n"
 CALLS_C = """#include <unistd.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -105,45 +111,64 @@ def bwrap(scratch: Path, command: list[str]) -> list[str]:
             "/bin/busybox", "--ro-bind", str(scratch / "in"), "/in", "/bin/busybox", *command]
 
 
+def build(scratch: Path) -> None:
+    """The C helpers: N emulated calls, and a program that does nothing (musl and glibc)."""
+    (scratch / "calls.c").write_text(CALLS_C)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(scratch / "calls"),
+                    str(scratch / "calls.c")], check=True)
+    (scratch / "nothing.c").write_text(NOTHING_C)
+    for compiler in COMPILERS:
+        subprocess.run([compiler, "-static", "-O2", "-o", str(scratch / f"nothing-{compiler}"),
+                        str(scratch / "nothing.c")], check=True)
+
+
+def measure(scratch: Path, data: bytes, samples: int) -> dict[str, list[float]]:
+    """Every series, in one run (seconds per call)."""
+    expect = f"{hashlib.sha256(data).hexdigest()}  /in/data\n".encode()
+    engine = LinuxEngine(scratch / "cache")
+    busybox = prepare(engine, "busybox", BUSYBOX.read_bytes())
+    calls = prepare(engine, "calls", (scratch / "calls").read_bytes())
+    files = (Item("data", 0, data),)
+    series: dict[str, tuple[Callable[[], object], int]] = {
+        "true": (invoker(engine, busybox, "true"), samples),
+        "sha": (invoker(engine, busybox, "sha256sum /in/data", files, expect), samples // 3),
+        "calls_none": (invoker(engine, calls, "calls 0"), samples // 3),
+        "calls_many": (invoker(engine, calls, f"calls {CALLS}"), samples // 6),
+        "bwrap_true": (spawner(bwrap(scratch, ["true"])), samples // 3),
+        "bwrap_sha": (spawner(bwrap(scratch, ["sha256sum", "/in/data"])), samples // 3),
+        "native_true": (spawner([str(BUSYBOX), "true"]), samples),
+        "native_sha": (spawner([str(BUSYBOX), "sha256sum", str(scratch / "in" / "data")]),
+                       samples // 3),
+    }
+    for compiler in COMPILERS:
+        binary = scratch / f"nothing-{compiler}"
+        artifact = prepare(engine, f"nothing-{compiler}", binary.read_bytes())
+        series[f"nothing_{compiler}"] = (invoker(engine, artifact, "nothing"), samples // 3)
+        series[f"native_nothing_{compiler}"] = (spawner([str(binary)]), samples // 3)
+    try:
+        for call, _ in series.values():
+            timed(call, 10)  # warm-up
+        return {name: timed(call, max(count, 10)) for name, (call, count) in series.items()}
+    finally:
+        engine.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args()
-    samples = args.samples
     data = os.urandom(1 << 20)
-    expect = f"{hashlib.sha256(data).hexdigest()}  /in/data\n".encode()
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         (scratch / "in").mkdir()
         (scratch / "in" / "data").write_bytes(data)
-        (scratch / "calls.c").write_text(CALLS_C)
-        subprocess.run(["gcc", "-static", "-O2", "-o", str(scratch / "calls"),
-                        str(scratch / "calls.c")], check=True)
-        engine = LinuxEngine(scratch / "cache")
-        busybox = prepare(engine, "busybox", BUSYBOX.read_bytes())
-        calls = prepare(engine, "calls", (scratch / "calls").read_bytes())
-        files = (Item("data", 0, data),)
-        true_call = invoker(engine, busybox, "true")
-        sha_call = invoker(engine, busybox, "sha256sum /in/data", files, expect)
-        calls_none = invoker(engine, calls, "calls 0")
-        calls_many = invoker(engine, calls, f"calls {CALLS}")
-        bwrap_true = spawner(bwrap(scratch, ["true"]))
-        bwrap_sha = spawner(bwrap(scratch, ["sha256sum", "/in/data"]))
-        native_true = spawner([str(BUSYBOX), "true"])
-        native_sha = spawner([str(BUSYBOX), "sha256sum", str(scratch / "in" / "data")])
-        for call in (true_call, sha_call, calls_none, calls_many, bwrap_true, bwrap_sha):
-            timed(call, 10)  # warm-up
-        results = {
-            "true": timed(true_call, samples),
-            "sha": timed(sha_call, max(samples // 3, 20)),
-            "calls_none": timed(calls_none, max(samples // 3, 20)),
-            "calls_many": timed(calls_many, max(samples // 6, 10)),
-            "bwrap_true": timed(bwrap_true, max(samples // 3, 20)),
-            "bwrap_sha": timed(bwrap_sha, max(samples // 3, 20)),
-            "native_true": timed(native_true, samples),
-            "native_sha": timed(native_sha, max(samples // 3, 20)),
-        }
-        engine.close()
+        build(scratch)
+        results = measure(scratch, data, args.samples)
+    report(results)
+
+
+def report(results: dict[str, list[float]]) -> None:
+    """Print the series, the derived figures and the targets."""
     median = {name: statistics.median(times) * 1e6 for name, times in results.items()}
     per_call = (median["calls_many"] - median["calls_none"]) / CALLS
     true_ratio = median["bwrap_true"] / median["true"]
@@ -155,6 +180,10 @@ def main() -> None:
     print(f"    busybox sha256sum 1 MiB, bwrap:             {summary_us(results['bwrap_sha'])}")
     print(f"    busybox true, native posix_spawn:          {summary_us(results['native_true'])}")
     print(f"    busybox sha256sum 1 MiB, native:            {summary_us(results['native_sha'])}")
+    for compiler in COMPILERS:
+        pappus, native = median[f"nothing_{compiler}"], median[f"native_nothing_{compiler}"]
+        print(f"    static C no-op ({compiler}): pappus {pappus:.0f} us, native {native:.0f} us "
+              f"(median); the sandbox adds {pappus - native:.0f} us")
     print(f"    C program, 0 / {CALLS} emulated getppid: {median['calls_none']:.0f} / "
           f"{median['calls_many']:.0f} us (median)")
     print(f"    per emulated system call: {per_call:.1f} us")
