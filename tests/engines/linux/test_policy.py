@@ -62,7 +62,10 @@ def test_memory_calls_allow_no_new_executable_memory() -> None:
         errno.EACCES)
     assert verdict("mprotect", 0x1000, 4096, prot_rw) == seccomp.SECCOMP_RET_ALLOW
     assert errno_of(verdict("mprotect", 0x1000, 4096, prot_rwx)) == errno.EACCES
-    assert verdict("brk", 0) == seccomp.SECCOMP_RET_ALLOW
+    assert verdict("brk", 0) == seccomp.SECCOMP_RET_ALLOW  # reading the break
+    # a new break is checked against the bound by the supervisor first
+    assert verdict("brk", 0x1000_0000) == seccomp.SECCOMP_RET_USER_NOTIF
+    assert verdict("brk", 1 << 32) == seccomp.SECCOMP_RET_USER_NOTIF  # not just the low half
 
 
 def test_only_real_input_descriptors_are_read_natively() -> None:
@@ -101,11 +104,27 @@ def test_file_and_identity_calls_go_to_the_supervisor(name: str) -> None:
     assert entry is not None and entry.kind == "emulate"
 
 
-@pytest.mark.parametrize("name", ["ptrace", "bpf", "mount", "process_vm_readv", "kill"])
+@pytest.mark.parametrize("name", ["ptrace", "bpf", "mount", "process_vm_readv",
+                                  "pidfd_send_signal"])
 def test_dangerous_calls_reach_the_supervisor_to_be_killed(name: str) -> None:
     assert verdict(name) == seccomp.SECCOMP_RET_USER_NOTIF
     entry = entry_for(syscall_number(name))
     assert entry is not None and entry.kind == "kill"
+
+
+@pytest.mark.parametrize("name", ["kill", "tkill", "tgkill", "set_tid_address", "poll", "ppoll",
+                                  "sched_getaffinity", "getgroups", "utimensat", "statfs",
+                                  "fallocate", "mknodat", "sync"])
+def test_signals_waits_and_metadata_are_answered_by_the_supervisor(name: str) -> None:
+    """Signals are delivered only to the program itself; the rest have honest answers."""
+    assert verdict(name) == seccomp.SECCOMP_RET_USER_NOTIF
+    entry = entry_for(syscall_number(name))
+    assert entry is not None and entry.kind == "emulate"
+
+
+@pytest.mark.parametrize("name", ["pipe", "pipe2", "link", "linkat", "symlink", "symlinkat"])
+def test_pipes_and_links_are_refused_with_eperm(name: str) -> None:
+    assert errno_of(verdict(name)) == errno.EPERM
 
 
 def test_unknown_calls_and_other_abis_are_killed_and_reported() -> None:

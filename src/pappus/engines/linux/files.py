@@ -7,10 +7,14 @@ Each method takes a call's raw arguments (untrusted: pointers are read and
 written through :class:`~pappus.engines.linux.notify.ProcessMemory`, which
 bounds every access, and every length is capped before anything is read)
 and returns the call's result, or raises :class:`LinuxError` with the errno.
+This module serves the descriptor calls (reading, writing, opening,
+``fcntl``, ``fallocate``, ``poll``); the calls that name paths or describe
+files (``stat``, ``statfs``, ``getdents64``, the tree, times) are in
+:mod:`.paths`, whose :class:`~.paths.PathCalls` :class:`LinuxFiles` extends.
 
 **Descriptor numbers.** The program sees descriptors below
-:data:`VIRTUAL_LIMIT` (512) for everything the supervisor serves, and its
-``RLIMIT_NOFILE`` reads 512. Large input files opened read-only get a real,
+:data:`VIRTUAL_LIMIT` (512) for everything the supervisor serves; its
+``RLIMIT_NOFILE`` reads 1024 (:data:`REAL_LIMIT`). Large input files opened read-only get a real,
 read-only descriptor of a memfd copy instead (:mod:`.memfd`), installed in the program at a number
 from 512 up (:data:`REAL_BASE`): the filter lets ``read``, ``pread64``,
 ``readv`` and ``lseek`` on those numbers run natively, which takes the
@@ -23,6 +27,7 @@ diverge, and every other call on those descriptors (``fstat``,
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_codes
 import os
 import struct
@@ -30,64 +35,56 @@ from collections.abc import Callable
 
 from pappus.engines.linux.memfd import MemfdRecycler, reopen_read_only
 from pappus.engines.linux.notify import MemoryFault, ProcessMemory
-from pappus.vfs import (
-    MAX_PATH_BYTES,
-    DescriptorTable,
-    Directory,
-    File,
-    NodeKind,
-    OpenFile,
-    SetFileSystem,
-    Stat,
-    VfsError,
-    decode_path,
-    stat_node,
+from pappus.engines.linux.paths import (
+    MAX_TRANSFER,
+    LinuxError,
+    PathCalls,
+    linux_errno,
+    signed32,
+    signed64,
 )
+from pappus.vfs import DescriptorTable, Directory, File, OpenFile, SetFileSystem
+
+__all__ = [  # LinuxError and linux_errno live in .paths; the supervisor takes them from here
+    "REAL_BASE",
+    "REAL_LIMIT",
+    "VIRTUAL_LIMIT",
+    "LinuxError",
+    "LinuxFiles",
+    "linux_errno",
+]
 
 VIRTUAL_LIMIT = 512
-"""Descriptors the supervisor serves are below this; it is the program's RLIMIT_NOFILE."""
+"""Descriptors the supervisor serves are below this."""
 REAL_BASE = 512
 """Real (memfd) input descriptors start here; the filter tests bit 9 of the descriptor."""
 REAL_LIMIT = 1024
+"""Every descriptor is below this: the program's ``RLIMIT_NOFILE`` (set by the launcher)."""
 REAL_FILE_MIN_BYTES = 32 << 10
 """Input files at least this big are served as real memfds (smaller ones: one round trip)."""
-MAX_TRANSFER = 1 << 20
-"""At most this many bytes per read/write call; a shorter count is legal POSIX."""
 IOV_MAX = 1024
-AT_FDCWD = -100
-AT_EMPTY_PATH, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW = 0x1000, 0x200, 0x100
 O_ACCMODE, O_WRONLY, O_RDWR = 0o3, 0o1, 0o2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
 O_DIRECTORY, O_TMPFILE_ONLY = 0o200000, 0o20000000
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
 SEEK_DATA, SEEK_HOLE = 3, 4
-UID = GID = 65534
-DEVICE = 0x50A5
-STAT = struct.Struct("<QQQIIIiQqqq6q3q")
-DIRENT_HEAD = struct.Struct("<QqHB")
 IOVEC = struct.Struct("<QQ")
-_MODE = {NodeKind.DIRECTORY: 0o040000, NodeKind.FILE: 0o100000, NodeKind.STREAM: 0o020000}
-_DTYPE = {NodeKind.DIRECTORY: 4, NodeKind.FILE: 8, NodeKind.STREAM: 2}
+TIMESPEC = struct.Struct("<qq")
+SIGSET_BYTES = 8
+POLLFD = struct.Struct("<iHH")  # fd, events, revents (shorts, read as the kernel's u16)
+POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x4, 0x8, 0x10, 0x20
+POLLRDNORM, POLLWRNORM = 0x40, 0x100
+ALWAYS_READY = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
+"""What the kernel reports for files that cannot block (``DEFAULT_POLLMASK``)."""
+FILE_OFFSET_LIMIT = (1 << 63) - 1
 
 
-class LinuxError(Exception):
-    """The call fails with this errno (a normal error return, not a sandbox failure)."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(errno_codes.errorcode.get(code, str(code)))
-        self.code = code
-
-
-def linux_errno(error: VfsError) -> int:
-    """The Linux errno for a file-system error."""
-    return int(getattr(errno_codes, "E" + error.errno.name))
-
-
-class LinuxFiles:
+class LinuxFiles(PathCalls):
     """Per-invocation state of the file calls: the table, the working directory, real files.
 
     ``install_real`` puts a supervisor descriptor into the program at a given
-    number (seccomp ``ADDFD`` for the call being answered).
+    number (seccomp ``ADDFD`` for the call being answered). The calls that name
+    paths or describe files come from :class:`~.paths.PathCalls`.
     """
 
     def __init__(
@@ -97,17 +94,11 @@ class LinuxFiles:
         install_real: Callable[[int, int], None],
         memfds: MemfdRecycler,
     ) -> None:
-        self.fs = fs
-        self.table = DescriptorTable.with_standard_streams(fs, limit=REAL_LIMIT)
-        self.cwd: Directory = fs.root
-        self.umask = 0o022
+        super().__init__(fs, DescriptorTable.with_standard_streams(fs, limit=REAL_LIMIT), memory)
         self.cloexec: set[int] = set()
         self.real: dict[int, int] = {}  # program descriptor -> supervisor's descriptor
         self.copies: dict[File, int] = {}
         """Input file → one memfd holding it (from ``memfds``), shared by every open of it."""
-        self.listings: dict[OpenFile, list[tuple[str, Stat]]] = {}
-        """Directory listings being read, taken at the first read (see :meth:`getdents64`)."""
-        self.memory = memory
         self._install_real = install_real
         self._memfds = memfds
 
@@ -119,32 +110,6 @@ class LinuxFiles:
             self._memfds.release(fd)
         self.real.clear()
         self.copies.clear()
-
-    # -- helpers -----------------------------------------------------------------------
-
-    def _path(self, address: int) -> str:
-        try:
-            raw = self.memory.read_string(address, MAX_PATH_BYTES)
-        except ValueError:
-            raise LinuxError(errno_codes.ENAMETOOLONG) from None
-        if not raw:
-            raise LinuxError(errno_codes.ENOENT)
-        return decode_path(raw)
-
-    def _base(self, dirfd: int) -> Directory:
-        dirfd = _signed32(dirfd)
-        if dirfd == AT_FDCWD:
-            return self.cwd
-        return self.table.directory(dirfd)
-
-    def _fd(self, raw: int) -> int:
-        fd = _signed32(raw)
-        if fd < 0 or fd not in self.table:
-            raise LinuxError(errno_codes.EBADF)
-        return fd
-
-    def _put(self, address: int, data: bytes) -> None:
-        self.memory.write(address, data)
 
     # -- reading and writing -------------------------------------------------------------
 
@@ -268,20 +233,20 @@ class LinuxFiles:
         real = self.real.get(fd)
         if real is not None:
             try:
-                return os.lseek(real, _signed64(offset), whence)
+                return os.lseek(real, signed64(offset), whence)
             except OSError as exc:
                 raise LinuxError(exc.errno or errno_codes.EINVAL) from None
         open_file = self.table.get(fd)
         if isinstance(open_file.node, Directory):
-            return self._seek_directory(open_file, _signed64(offset), whence)
+            return self._seek_directory(open_file, signed64(offset), whence)
         if whence in (SEEK_DATA, SEEK_HOLE) and not open_file.stream:
             # No holes here: all data up to the end, then the implicit hole at the end.
-            size, start = len(open_file.node.data), _signed64(offset)
+            size, start = len(open_file.node.data), signed64(offset)
             if not 0 <= start < size:
                 raise LinuxError(errno_codes.ENXIO)
             open_file.position = start if whence == SEEK_DATA else size
             return open_file.position
-        return self.table.seek(fd, _signed64(offset), whence)
+        return self.table.seek(fd, signed64(offset), whence)
 
     def _seek_directory(self, open_file: OpenFile, offset: int, whence: int) -> int:
         """``rewinddir``/``seekdir``: the position is an entry index (``d_off`` cookies)."""
@@ -303,12 +268,96 @@ class LinuxFiles:
         open_file = self.table.get(fd)
         if fd in self.real or not open_file.writable or isinstance(open_file.node, Directory):
             raise LinuxError(errno_codes.EINVAL)  # the kernel's answer for a read-only descriptor
-        self.table.truncate(fd, _signed64(length))
+        self.table.truncate(fd, signed64(length))
+        return 0
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
+        """Mode 0 only: extend the file with zeros to ``offset + length``, as output bytes.
+
+        There is no disk to reserve, so the other modes (keep the size, punch or
+        collapse a hole...) are ``EOPNOTSUPP``. Past the output limit it is
+        ``ENOSPC``, as on a full file system: nothing was written yet.
+        """
+        fd = self._fd(fd)
+        offset, length = signed64(offset), signed64(length)
+        if offset < 0 or length <= 0:
+            raise LinuxError(errno_codes.EINVAL)
+        if mode & 0xFFFF_FFFF:
+            raise LinuxError(errno_codes.EOPNOTSUPP)
+        open_file = self.table.get(fd)
+        if fd in self.real or not open_file.writable:
+            raise LinuxError(errno_codes.EBADF)
+        node = open_file.node
+        if open_file.stream or not isinstance(node, File):
+            raise LinuxError(errno_codes.ENODEV)  # the kernel's answer for a character device
+        if offset + length > FILE_OFFSET_LIMIT:
+            raise LinuxError(errno_codes.EFBIG)
+        extra = offset + length - len(node.data)
+        if extra > 0:
+            if self.fs.output_bytes + extra > self.fs.max_output_bytes:
+                raise LinuxError(errno_codes.ENOSPC)
+            self.fs.truncate(node, offset + length)
         return 0
 
     def fsync(self, fd: int) -> int:
+        """``fsync``, ``fdatasync``, ``syncfs``: in memory, nothing to flush."""
         self._fd(fd)
         return 0
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def poll(self, address: int, count: int) -> int:
+        """``poll``'s readiness: fill in every ``revents``, return how many are not 0.
+
+        Nothing here ever blocks, so every open descriptor is ready for what it
+        asks (regular files, directories and the stdio streams alike, as the
+        kernel reports files without a poll method); a descriptor that is not
+        open is ``POLLNVAL``, a negative one is skipped. ``count`` is capped at
+        the descriptor limit (``EINVAL`` beyond, as the kernel's RLIMIT_NOFILE
+        check), so at most 8 KiB is read.
+        """
+        if count > REAL_LIMIT:
+            raise LinuxError(errno_codes.EINVAL)
+        raw = bytearray(self.memory.read(address, count * POLLFD.size))
+        ready = 0
+        for index in range(count):
+            fd, events, _ = POLLFD.unpack_from(raw, index * POLLFD.size)
+            if fd < 0:
+                revents = 0
+            elif fd not in self.table:
+                revents = POLLNVAL
+            else:
+                revents = ALWAYS_READY & (events | POLLERR | POLLHUP)
+            struct.pack_into("<H", raw, index * POLLFD.size + 6, revents)
+            ready += revents != 0
+        self._put(address, bytes(raw))
+        return ready
+
+    def ppoll_timeout(self, timeout_address: int, mask_address: int,
+                      mask_size: int) -> float | None:
+        """``ppoll``'s timeout in seconds (None: forever), checked as the kernel does.
+
+        The signal mask is read (``EFAULT``) but not applied: no signal comes
+        from outside while the program waits.
+        """
+        timeout: float | None = None
+        if timeout_address:
+            seconds, nanoseconds = TIMESPEC.unpack(self.memory.read(timeout_address,
+                                                                    TIMESPEC.size))
+            if seconds < 0 or not 0 <= nanoseconds < 1_000_000_000:
+                raise LinuxError(errno_codes.EINVAL)
+            timeout = seconds + nanoseconds / 1e9
+        if mask_address:
+            if mask_size != SIGSET_BYTES:
+                raise LinuxError(errno_codes.EINVAL)
+            self.memory.read(mask_address, SIGSET_BYTES)
+        return timeout
+
+    def timeout_spent(self, timeout_address: int) -> None:
+        """After a whole wait, write back the time left (none), as Linux does for ``ppoll``."""
+        if timeout_address:
+            with contextlib.suppress(MemoryFault):  # a read-only timespec is fine (as Linux)
+                self._put(timeout_address, bytes(TIMESPEC.size))
 
     # -- opening and descriptors ------------------------------------------------------------
 
@@ -397,7 +446,7 @@ class LinuxFiles:
         fd = self._fd(fd)
         open_file = self.table.get(fd)
         if exact is not None:
-            target = _signed32(exact)
+            target = signed32(exact)
             if not 0 <= target < VIRTUAL_LIMIT:
                 raise LinuxError(errno_codes.EBADF)
             if target == fd:
@@ -419,14 +468,14 @@ class LinuxFiles:
     def dup3(self, fd: int, target: int, flags: int) -> int:
         if flags & ~os.O_CLOEXEC:
             raise LinuxError(errno_codes.EINVAL)
-        if _signed32(fd) == _signed32(target):
+        if signed32(fd) == signed32(target):
             raise LinuxError(errno_codes.EINVAL)
         return self.dup(fd, exact=target, cloexec=bool(flags & os.O_CLOEXEC))
 
     def fcntl(self, fd: int, command: int, argument: int) -> int:
         fd = self._fd(fd)
         if command in (F_DUPFD, F_DUPFD_CLOEXEC):
-            return self.dup(fd, lowest=_signed32(argument), cloexec=command == F_DUPFD_CLOEXEC)
+            return self.dup(fd, lowest=signed32(argument), cloexec=command == F_DUPFD_CLOEXEC)
         if command == F_GETFD:
             return 1 if fd in self.cloexec else 0
         if command == F_SETFD:
@@ -451,181 +500,3 @@ class LinuxFiles:
     def ioctl(self, fd: int) -> int:
         self._fd(fd)
         raise LinuxError(errno_codes.ENOTTY)  # no terminals, no devices
-
-    # -- metadata ------------------------------------------------------------------------
-
-    def _stat_at(self, dirfd: int, path_address: int, flags: int) -> tuple[Stat, bool]:
-        """Metadata of a path (or, with ``AT_EMPTY_PATH`` and "", of ``dirfd``) and writability."""
-        if flags & AT_EMPTY_PATH:
-            raw = self.memory.read_string(path_address, MAX_PATH_BYTES) if path_address else b""
-            if not raw:
-                if _signed32(dirfd) == AT_FDCWD:
-                    return stat_node(self.cwd), self.cwd.writable
-                open_file = self.table.get(self._fd(dirfd))
-                return self.table.stat(_signed32(dirfd)), open_file.node.writable
-        node = self.fs.resolve(self._path(path_address), self._base(dirfd))
-        return stat_node(node), node.writable
-
-    @staticmethod
-    def _mode(stat: Stat, writable: bool) -> int:
-        permissions = (
-            0o666
-            if stat.kind is NodeKind.STREAM
-            else (
-                (0o755 if writable else 0o555)
-                if stat.kind is NodeKind.DIRECTORY
-                else (0o644 if writable else 0o444)
-            )
-        )
-        return _MODE[stat.kind] | permissions
-
-    def _pack_stat(self, stat: Stat, writable: bool) -> bytes:
-        blocks = (stat.size + 511) // 512
-        return STAT.pack(
-            DEVICE,
-            stat.inode,
-            stat.links,
-            self._mode(stat, writable),
-            UID,
-            GID,
-            0,
-            0,
-            stat.size,
-            4096,
-            blocks,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        )
-
-    def fstat(self, fd: int, buffer: int) -> int:
-        fd = self._fd(fd)
-        open_file = self.table.get(fd)
-        stat = self.table.stat(fd)
-        self._put(buffer, self._pack_stat(stat, open_file.node.writable))
-        return 0
-
-    def newfstatat(self, dirfd: int, path_address: int, buffer: int, flags: int) -> int:
-        stat, writable = self._stat_at(dirfd, path_address, flags)
-        self._put(buffer, self._pack_stat(stat, writable))
-        return 0
-
-    def statx(self, dirfd: int, path_address: int, flags: int, buffer: int) -> int:
-        stat, writable = self._stat_at(dirfd, path_address, flags)
-        mode = self._mode(stat, writable)
-        record = bytearray(256)
-        struct.pack_into("<IIQIIIH", record, 0, 0x7FF, 4096, 0, stat.links, UID, GID, mode)
-        struct.pack_into("<QQQ", record, 32, stat.inode, stat.size, (stat.size + 511) // 512)
-        struct.pack_into("<II", record, 136, DEVICE >> 8, DEVICE & 0xFF)
-        self._put(buffer, bytes(record))
-        return 0
-
-    def getdents64(self, fd: int, buffer: int, count: int) -> int:
-        fd = self._fd(fd)
-        open_file = self.table.get(fd)
-        if not isinstance(open_file.node, Directory):
-            raise LinuxError(errno_codes.ENOTDIR)
-        # The listing is taken at the first read (and again after a rewind, lseek to 0), and
-        # positions index into it: removing entries while reading (``rm -r``) must not shift
-        # the entries not yet read. POSIX leaves open whether entries added or removed since
-        # the rewind are seen.
-        listing = self.listings.get(open_file)
-        if listing is None:
-            listing = self.table.list_directory(fd)
-            self.listings[open_file] = listing
-        out = bytearray()
-        index = open_file.position
-        while index < len(listing):
-            name, stat = listing[index]
-            encoded = name.encode() + b"\0"
-            length = (DIRENT_HEAD.size + len(encoded) + 7) & ~7
-            if len(out) + length > min(count, MAX_TRANSFER):
-                if not out:
-                    raise LinuxError(errno_codes.EINVAL)
-                break
-            out += DIRENT_HEAD.pack(stat.inode, index + 1, length, _DTYPE[stat.kind])
-            out += encoded + bytes(length - DIRENT_HEAD.size - len(encoded))
-            index += 1
-        self._put(buffer, bytes(out))
-        open_file.position = index
-        return len(out)
-
-    def faccessat(self, dirfd: int, path_address: int, mode: int) -> int:
-        node = self.fs.resolve(self._path(path_address), self._base(dirfd))
-        if mode & 2 and not node.writable:  # W_OK
-            raise LinuxError(errno_codes.EROFS)
-        if mode & 1 and isinstance(node, File):  # X_OK: nothing here is executable
-            raise LinuxError(errno_codes.EACCES)
-        return 0
-
-    def readlinkat(self, dirfd: int, path_address: int) -> int:
-        self.fs.resolve(self._path(path_address), self._base(dirfd))
-        raise LinuxError(errno_codes.EINVAL)  # it exists, and there are no symbolic links
-
-    # -- the tree --------------------------------------------------------------------------
-
-    def mkdirat(self, dirfd: int, path_address: int) -> int:
-        self.fs.mkdir(self._path(path_address), self._base(dirfd))
-        return 0
-
-    def unlinkat(self, dirfd: int, path_address: int, flags: int) -> int:
-        if flags & ~AT_REMOVEDIR:
-            raise LinuxError(errno_codes.EINVAL)
-        path, base = self._path(path_address), self._base(dirfd)
-        if flags & AT_REMOVEDIR:
-            self.fs.rmdir(path, base)
-        else:
-            self.fs.unlink(path, base)
-        return 0
-
-    def renameat(
-        self, old_dirfd: int, old_address: int, new_dirfd: int, new_address: int, flags: int = 0
-    ) -> int:
-        if flags:
-            raise LinuxError(errno_codes.EINVAL)
-        self.fs.rename(
-            self._path(old_address),
-            self._path(new_address),
-            self._base(old_dirfd),
-            self._base(new_dirfd),
-        )
-        return 0
-
-    def chdir(self, path_address: int) -> int:
-        node = self.fs.resolve(self._path(path_address), self.cwd)
-        if not isinstance(node, Directory):
-            raise LinuxError(errno_codes.ENOTDIR)
-        self.cwd = node
-        return 0
-
-    def fchdir(self, fd: int) -> int:
-        self.cwd = self.table.directory(self._fd(fd))
-        return 0
-
-    def getcwd(self, buffer: int, size: int) -> int:
-        names: list[str] = []
-        node = self.cwd
-        while node.parent is not None:
-            parent = node.parent
-            names.append(next(name for name, child in parent.entries.items() if child is node))
-            node = parent
-        path = ("/" + "/".join(reversed(names))).encode() + b"\0"
-        if len(path) > size:
-            raise LinuxError(errno_codes.ERANGE)
-        self._put(buffer, path)
-        return len(path)
-
-
-def _signed32(value: int) -> int:
-    value &= 0xFFFF_FFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-def _signed64(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value

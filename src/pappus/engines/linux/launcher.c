@@ -174,8 +174,13 @@ __attribute__((used, noreturn)) void launcher_main(void) {
         uint16_t length;
         const struct sock_filter *filter;
     } program = {(uint16_t)shared->filter_length, (const struct sock_filter *)(shared + 1)};
+    /* WAIT_KILLABLE_RECV (Linux 5.19): once the supervisor has a call, only a fatal signal
+     * interrupts the caller's wait, so a signal the program sends itself is delivered
+     * after the answer, not by interrupting the call. Older kernels refuse the flag. */
     long listener = sys6(SYS_SECCOMP, 1 /* SECCOMP_SET_MODE_FILTER */,
-                         8 /* SECCOMP_FILTER_FLAG_NEW_LISTENER */, (long)&program, 0, 0, 0);
+                         8 | 32 /* NEW_LISTENER | WAIT_KILLABLE_RECV */, (long)&program, 0, 0, 0);
+    if (listener == -22 /* EINVAL */)
+        listener = sys6(SYS_SECCOMP, 1, 8 /* NEW_LISTENER */, (long)&program, 0, 0, 0);
     check(listener, 6);
     if (listener != LISTENER_FD) check(-9 /* EBADF */, 6);
 

@@ -87,7 +87,7 @@ def judge(function: str, ending: Ending, fs: SetFileSystem, limits: Limits) -> i
     status = ending.status
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
-        if number in (signal.SIGXCPU, signal.SIGKILL):
+        if number in (signal.SIGXCPU, signal.SIGKILL) and verdict.raised != number:
             raise InvocationTimeout(
                 f"{function!r} used up its CPU-time limit and was killed",
                 function=function,

@@ -7,7 +7,7 @@ binary:
 * ``emulate`` — the kernel stops the caller and the supervisor answers from
   the set-backed file system (seccomp user notification);
 * ``errno`` — refused with an honest error (``EACCES`` for the network,
-  ``EPERM`` for processes and clocks), never a faked success;
+  ``EPERM`` for processes, pipes, links and clocks), never a faked success;
 * ``kill`` — the sandbox is killed and the call reported as
   ``forbidden_syscall``.
 
@@ -80,6 +80,9 @@ _REAL_FILE = ArgumentHasAll(0, REAL_DESCRIPTOR_BIT, "0x200 (a real input file)")
 _FILES = "served by the supervisor from the invocation's sets"
 _NETWORK = "no network: communication is done by trusted functions outside"
 _PROCESSES = "one process per invocation: no new processes or programs"
+_NO_TIMES = "the set file system keeps no times (all read 0)"
+_TIMES_REFUSED = ("EPERM once the path is found (EROFS on inputs; ENOENT if absent, so touch "
+                  "creates the file)")
 
 TABLE: tuple[Entry, ...] = (
     # -- process and thread set-up, run natively ---------------------------------------
@@ -88,18 +91,31 @@ TABLE: tuple[Entry, ...] = (
              "and lets the kernel end the process"),
     _native("arch_prctl", "thread pointer for TLS", ArgumentEquals(0, ARCH_SET_FS)),
     _refuse("arch_prctl", errno_codes.EINVAL, "other arch_prctl codes"),
-    _native("set_tid_address", "libc start-up"),
+    _emulate("set_tid_address", "libc start-up: answers 1, the thread id getpid and gettid "
+             "show (never the host's); the exit-time clear address is not registered, as "
+             "only other threads (refused) could wait on it"),
     _native("set_robust_list", "libc start-up"),
     _native("rseq", "glibc start-up (restartable sequences)"),
     _native("futex", "one process: only its own words"),
     _native("sched_yield", "harmless"),
     _native("rt_sigaction", "the program's own signal handlers"),
     _native("rt_sigprocmask", "the program's own signal mask"),
+    _native("rt_sigpending", "the program's own pending signals"),
     _native("rt_sigreturn", "return from its own handler"),
     _native("sigaltstack", "its own signal stack"),
     _native("getrandom", "entropy carries no host information"),
+    *(_emulate(name, "to itself only (pid and tid 1, or 0: its own group): the supervisor "
+               "delivers the signal before answering 0 (signal 0 probes), so abort() or raise() "
+               "ends the run as a crash with that signal and a handler runs first; a handler "
+               "sees si_code SI_QUEUE from pid 1, uid 65534; the signal may interrupt the "
+               "answer, so without SA_RESTART glibc's raise() may return EINTR after its "
+               "handler ran; aimed at any other process: killed (forbidden_syscall)")
+      for name in ("kill", "tkill", "tgkill")),
     # -- memory, natively within RLIMIT_AS and without new executable memory --------------
-    _native("brk", "heap, bounded by RLIMIT_AS (glibc and musl fall back to mmap when it fails)"),
+    _native("brk", "reading the current break", ArgumentEquals(0, 0)),
+    _emulate("brk", "a new break: growth is checked against the memory bound, then run by the "
+             "kernel, which refuses it past the bound (RLIMIT_AS) and returns the old break; the "
+             "run is out_of_memory if it then fails"),
     Entry("mmap", "emulate", "anonymous private memory: checked against the memory bound, "
           "then run by the kernel (ENOMEM past it, and the run is out_of_memory if it fails)",
           (_NO_EXEC, ArgumentHasAll(3, MAP_ANONYMOUS, "MAP_ANONYMOUS"),
@@ -111,7 +127,7 @@ TABLE: tuple[Entry, ...] = (
     _native("mremap", "its own mappings; protections are kept"),
     _native("madvise", "hints on its own mappings"),
     # -- files, emulated over the set-backed file system ----------------------------------
-    *(_native(name, "large input files are read-only sealed memfds at descriptors 512+",
+    *(_native(name, "large input files are read-only memfd copies at descriptors 512+",
               _REAL_FILE) for name in ("read", "pread64", "readv", "lseek")),
     *(_emulate(name, _FILES) for name in (
         "read", "write", "readv", "writev", "pread64", "pwrite64", "open", "openat", "close",
@@ -121,6 +137,30 @@ TABLE: tuple[Entry, ...] = (
         "ftruncate", "fsync", "fdatasync", "sendfile", "readlink", "readlinkat",
         "umask")),
     _emulate("ioctl", "terminal queries answer ENOTTY: there is no terminal"),
+    *(_emulate(name, "readiness of the virtual descriptors: every open one is ready for what "
+               "it asks (files and stdio never block), one not open is POLLNVAL; with none "
+               "ready the timeout is slept out, never past the deadline (forever: a timeout); "
+               "nfds above 1024 (RLIMIT_NOFILE) is EINVAL; ppoll's signal mask is checked, "
+               "not applied (no signal arrives from outside)") for name in ("poll", "ppoll")),
+    *(_emulate(name, "the file system is in memory: nothing to flush")
+      for name in ("sync", "syncfs")),
+    *(_emulate(name, "a fixed description of the set file system, never the host's: type "
+               "0x50a55e75, 4 KiB blocks counting the output limit (free: what may still be "
+               "written), inodes counting the 65,536 nodes a run may create, names up to 255 "
+               "bytes, nosuid, nodev, noexec, noatime, rdonly on inputs")
+      for name in ("statfs", "fstatfs")),
+    _emulate("fallocate", "mode 0 on a file open for writing extends it with zeros, counted as "
+             "output (ENOSPC past the output limit, as a full disk); other modes (keep size, "
+             "holes) are EOPNOTSUPP: there is no disk to reserve"),
+    _emulate("utimensat", f"{_NO_TIMES}: a request that changes none (both UTIME_OMIT) "
+             f"succeeds; any other is {_TIMES_REFUSED}"),
+    *(_emulate(name, f"{_NO_TIMES}: any request is {_TIMES_REFUSED}")
+      for name in ("futimesat", "utimes", "utime")),
+    *(_emulate(name, "a regular file is created as by open with O_CREAT and O_EXCL; FIFOs, "
+               "devices and sockets are EPERM: the set file system has none")
+      for name in ("mknod", "mknodat")),
+    *(_refuse(name, errno_codes.EPERM, "the set file system has no hard or symbolic links")
+      for name in ("link", "linkat", "symlink", "symlinkat")),
     # -- identity and limits, emulated with fixed, documented answers ----------------------
     *(_emulate(name, "a fixed identity: uid/gid 65534, pid 1; the host's are never shown")
       for name in ("getuid", "geteuid", "getgid", "getegid", "getpid", "gettid", "getppid")),
@@ -132,6 +172,10 @@ TABLE: tuple[Entry, ...] = (
     _native("prctl", "its own thread name", ArgumentEquals(0, PR_GET_NAME)),
     _refuse("prctl", errno_codes.EINVAL, "other options"),
     _emulate("sysinfo", "the sandbox's memory bound, not the host's"),
+    _emulate("sched_getaffinity", "one CPU, CPU 0 (the program runs one thread), not the "
+             "host's; the mask length is checked as the kernel does (a multiple of 8) and 8 "
+             "bytes are written"),
+    _emulate("getgroups", "no supplementary groups"),
     # -- time: reading is harmless (the vDSO bypasses seccomp anyway); setting is refused ---
     _native("clock_gettime", "read only"),
     _native("gettimeofday", "read only"),
@@ -148,6 +192,9 @@ TABLE: tuple[Entry, ...] = (
         "getsockname", "getpeername")),
     *(_refuse(name, errno_codes.EPERM, _PROCESSES) for name in (
         "fork", "vfork", "clone", "clone3", "execve", "wait4", "waitid")),
+    *(_refuse(name, errno_codes.EPERM, "no pipes: one process per invocation, so no other "
+              "process could hold the other end (a shell pipeline's fork is EPERM too)")
+      for name in ("pipe", "pipe2")),
     _emulate("execveat", "the launcher's own start of the program passes once; any later "
              "call is EPERM (one program per invocation)"),
     *(_refuse(name, errno_codes.EPERM, "no ownership or permission changes")
@@ -155,8 +202,8 @@ TABLE: tuple[Entry, ...] = (
                    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid")),
     # -- killed and reported ---------------------------------------------------------------
     *(_kill(name, "never legitimate for a compute function") for name in (
-        "ptrace", "process_vm_readv", "process_vm_writev", "kill", "tkill", "tgkill",
-        "mount", "umount2", "unshare", "setns", "pivot_root", "chroot", "bpf",
+        "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "unshare",
+        "setns", "pivot_root", "chroot", "bpf",
         "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
         "io_uring_register", "kexec_load", "kexec_file_load", "init_module",
         "finit_module", "delete_module", "keyctl", "add_key", "request_key",

@@ -11,14 +11,23 @@ policy table's entry (:func:`~pappus.engines.linux.policy.entry_for`) and
   x32): kills the process and records the call, reported as
   ``forbidden_syscall`` with its name and number.
 
-Two calls are let through to the kernel after a check. The launcher's own
+Three calls are let through to the kernel after a check. The launcher's own
 ``execveat`` — the first call, made before the program exists, from
 memory only the launcher and the worker write — after installing the
-function's executable as the descriptor it names; and anonymous ``mmap``
-(no pointer the kernel would read), after checking it
-against the memory bound, so that running out of memory is *seen* (the
-program gets ``ENOMEM`` and the run, if it then fails, ends as
-``out_of_memory``).
+function's executable as the descriptor it names; anonymous ``mmap`` and a
+growing ``brk`` (no pointer the kernel would read), after checking them
+against the memory bound, so that running out of memory is *seen*: the
+program gets ``ENOMEM`` from ``mmap`` (``brk`` is refused by the kernel
+itself, which checks the same bound as ``RLIMIT_AS`` and returns the old
+break), and the run, if it then fails, ends as ``out_of_memory``.
+
+The program sees itself as pid and tid 1 (``getpid``, ``gettid``,
+``set_tid_address``). A signal it sends itself (``raise``, ``abort``,
+``kill(getpid(), ...)``) is delivered by the supervisor through its pidfd
+before the call is answered, so a fatal one ends the run as a crash with that
+signal and a handler runs before the call returns; a signal aimed at anything
+else kills the sandbox (``forbidden_syscall``). A ``poll`` that nothing can
+satisfy sleeps out its timeout here, never past the invocation's deadline.
 
 Nothing a program does reaches the supervisor as an exception: a bad
 pointer is ``EFAULT``, a bad path ``ENOENT``/``EINVAL``/..., and a supervisor
@@ -28,9 +37,11 @@ bug on one call is logged and answered ``ENOSYS`` rather than crashing the worke
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno as errno_codes
 import functools
 import logging
+import math
 import os
 import resource as resources
 import select
@@ -45,7 +56,8 @@ from pappus.engines.linux.files import VIRTUAL_LIMIT, LinuxError, LinuxFiles, li
 from pappus.engines.linux.launcher import EXECUTABLE_FD
 from pappus.engines.linux.memfd import MemfdRecycler
 from pappus.engines.linux.notify import Listener, MemoryFault, Notification, ProcessMemory
-from pappus.engines.syscalls import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscall_name
+from pappus.engines.linux.paths import signed32
+from pappus.engines.syscalls import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscall_name, syscall_number
 from pappus.vfs import OutputLimitExceeded, SetFileSystem, VfsError
 
 log = logging.getLogger(__name__)
@@ -54,7 +66,22 @@ RLIM_INFINITY = (1 << 64) - 1
 RLIM_NLIMITS = 16
 MAP_ANONYMOUS = 0x20
 PAGE = 4096
+MAX_SIGNAL, SYS_PIDFD_SEND_SIGNAL, SI_QUEUE = 64, 424, -1
+SIGINFO = struct.Struct("<iiiiiI")  # signo, errno, code, padding, pid, uid (of 128 bytes)
+IDENTITY_PID, IDENTITY_UID = 1, 65534
 UTSNAME = (b"Linux", b"pappus", b"6.1.0-pappus", b"#1 SMP pappus", b"x86_64", b"(none)")
+
+
+class _Forbidden(Exception):
+    """The call is killed and reported, as if the table had said ``kill``."""
+
+
+class _Replied(Exception):
+    """The handler has answered the call itself."""
+
+
+class _DeadlineReached(Exception):
+    """A wait reached the invocation's deadline: the run ends as a timeout."""
 
 
 class LetKernelRun(Exception):
@@ -76,6 +103,9 @@ class Verdict:
     output_limit: int | None = None
     memory_refused: int | None = None  # bytes asked for when the bound was hit
     timed_out: bool = False
+    raised: int | None = None
+    """The last signal the program sent itself (a ``SIGKILL`` from ``kill(getpid(), 9)``
+    is then the program's own doing, not the supervisor's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +143,12 @@ class Supervisor:
         self._current: Notification | None = None
         self._executable_fd = executable_fd
         self._on_exec = on_exec
-        self._exec_done = False
+        self.program_started = False
         self.exit_status: int | None = None
         """The status passed to ``exit_group``, once the program called it."""
+        self._deadline = math.inf
+        self._interrupted: tuple[int, tuple[int, ...], int] | None = None
+        self._heap_base: int | None = None
         self.files = LinuxFiles(fs, ProcessMemory(pid), self._install_descriptor, memfds)
 
     # -- resources --------------------------------------------------------------------------
@@ -137,6 +170,7 @@ class Supervisor:
 
     def run(self, deadline: float) -> None:
         """Serve calls until the process ends, or kill it at ``deadline`` (monotonic)."""
+        self._deadline = deadline
         poller = select.poll()
         poller.register(self.listener.fd, select.POLLIN)
         while True:
@@ -170,8 +204,20 @@ class Supervisor:
         handler = _handlers().get(call.nr)
         if handler is None:
             return self._forbid(call)
+        if self._interrupted is not None and call.nr in _NEW_SIGNAL_CALL:
+            # glibc's raise() asks for its tid and pid before every tgkill, kill(getpid(), ...)
+            # for its pid: what follows is a new call, not a restart (see _signal_self)
+            self._interrupted = None
         try:
             value = handler(self, call.args)
+        except _Replied:
+            return True
+        except _Forbidden:
+            return self._forbid(call)
+        except _DeadlineReached:
+            self.verdict.timed_out = True
+            self.kill()
+            return False
         except LetKernelRun as answer:
             self.listener.let_kernel_run(call)
             answer.then()
@@ -263,12 +309,188 @@ class Supervisor:
         raise LetKernelRun
 
     def _execveat(self) -> int:
-        if not self._exec_done:  # the parked launcher starting the program, before it exists
-            self._exec_done = True
+        if not self.program_started:  # the parked launcher starting the program, before it exists
+            self.program_started = True
+            self._heap_base = None  # the program's heap, not the launcher's
             self._install_descriptor(self._executable_fd, EXECUTABLE_FD)
             # The exec takes a while: a good moment for the caller's background work.
             raise LetKernelRun(then=self._on_exec)
         raise LinuxError(errno_codes.EPERM)  # one program per invocation
+
+    # -- memory: the heap -----------------------------------------------------------------------
+
+    def _brk(self, address: int) -> int:
+        """A new break (``brk(0)``, the query, runs natively): see if the bound allows it.
+
+        The kernel decides either way: past the bound it refuses, as ``RLIMIT_AS``
+        is the same bound, and returns the old break — the exact value glibc keeps,
+        which the supervisor could not know. Here the refusal is only *seen*, so the
+        run is ``out_of_memory`` if the program then fails.
+        """
+        bound = self.limits.address_space // PAGE * PAGE
+        in_use = self._address_space_in_use()
+        target = _page_up(address)
+        if in_use + target - _page_up(self._heap_start()) <= bound:
+            raise LetKernelRun  # fits even if the heap were empty: no need to find its end
+        growth = target - self._heap_end()
+        if growth > 0 and in_use + growth > bound:
+            self.verdict.memory_refused = growth
+        raise LetKernelRun
+
+    def _heap_start(self) -> int:
+        """Where the heap starts (``start_brk``, field 47 of ``/proc/<pid>/stat``), read once."""
+        if self._heap_base is None:
+            with open(f"/proc/{self.pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            self._heap_base = int(fields[47 - 3])
+        return self._heap_base
+
+    def _heap_end(self) -> int:
+        """The current break, rounded up to a page: the end of the ``[heap]`` mapping."""
+        end = _page_up(self._heap_start())  # no [heap] line: the break is still at the start
+        with open(f"/proc/{self.pid}/maps", "rb") as maps:
+            for line in maps:
+                if line.rstrip().endswith(b"[heap]"):
+                    end = max(end, int(line.split(b" ", 1)[0].split(b"-")[1], 16))
+        return end
+
+    # -- signals: only to itself --------------------------------------------------------------
+
+    def _kill(self, pid: int, number: int) -> int:
+        # The program is pid 1 (getpid), alone in its process group (0).
+        return self._signal_self(signed32(pid) in (0, IDENTITY_PID), number)
+
+    def _tkill(self, tid: int, number: int) -> int:
+        if signed32(tid) <= 0:
+            raise LinuxError(errno_codes.EINVAL)
+        return self._signal_self(signed32(tid) == IDENTITY_PID, number)
+
+    def _tgkill(self, tgid: int, tid: int, number: int) -> int:
+        if signed32(tgid) <= 0 or signed32(tid) <= 0:
+            raise LinuxError(errno_codes.EINVAL)
+        return self._signal_self(signed32(tgid) == signed32(tid) == IDENTITY_PID, number)
+
+    def _signal_self(self, to_itself: bool, raw_number: int) -> int:
+        """Deliver signal ``raw_number`` to the program, then answer 0.
+
+        Sent while the caller is still stopped, so that a fatal signal ends the
+        run before the program can do anything else, and a handler runs before
+        the call returns. The launcher installs the filter with
+        ``SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`` (Linux ≥ 5.19), so a received
+        call's wait is interrupted by fatal signals only and the answer always
+        arrives. On older kernels a handled signal may interrupt the wait first
+        (the reply then finds no call: ``ENOENT``): the kernel runs the handler,
+        then restarts the call (``SA_RESTART``) or returns ``EINTR``. The restart
+        — the same call from the same place, with no ``getpid`` or ``gettid`` in
+        between (glibc's ``raise`` makes both before each ``tgkill``) — is
+        answered 0 without sending the signal again; there, a handler that asks
+        for its pid may run twice, and after ``EINTR`` the same raw call repeated
+        with neither in between is taken for the restart.
+        """
+        if not to_itself:
+            raise _Forbidden  # another process: none exists for it to reach
+        number = signed32(raw_number)
+        if not 0 <= number <= MAX_SIGNAL:
+            raise LinuxError(errno_codes.EINVAL)
+        if number == 0:
+            return 0  # a probe: the program exists
+        call = self._current
+        assert call is not None
+        identity = _identity(call)
+        if self._interrupted == identity:
+            self._interrupted = None  # the restart of the call the signal interrupted
+            return 0
+        self._interrupted = None
+        self.verdict.raised = number
+        _send_signal(self.pidfd, number)
+        if not self.listener.reply(call, value=0):
+            self._interrupted = identity
+        raise _Replied
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    def _poll(self, address: int, count: int, timeout_ms: int) -> int:
+        ready = self.files.poll(address, count & 0xFFFF_FFFF)
+        timeout = signed32(timeout_ms)
+        if ready or timeout == 0:
+            return ready
+        self._wait(None if timeout < 0 else timeout / 1000)
+        return 0
+
+    def _ppoll(self, address: int, count: int, timeout_address: int, mask_address: int,
+               mask_size: int) -> int:
+        timeout = self.files.ppoll_timeout(timeout_address, mask_address, mask_size)
+        ready = self.files.poll(address, count & 0xFFFF_FFFF)
+        if ready or timeout == 0:
+            return ready
+        self._wait(timeout)
+        self.files.timeout_spent(timeout_address)
+        return 0
+
+    def _wait(self, seconds: float | None) -> None:
+        """Sleep out a wait that nothing can end early: no descriptor here ever changes.
+
+        Never past the deadline: a wait that reaches it (``seconds`` None: forever)
+        ends the run as a timeout. Ends early if the process dies meanwhile.
+        """
+        end = self._deadline if seconds is None else min(time.monotonic() + seconds,
+                                                          self._deadline)
+        waiter = select.poll()
+        waiter.register(self.pidfd, select.POLLIN)  # readable once the process has ended
+        while (left := end - time.monotonic()) > 0:
+            if waiter.poll(math.ceil(left * 1000)):
+                return  # gone: the answer will find no call to answer
+        if end >= self._deadline:
+            raise _DeadlineReached
+
+    # -- identity and the machine ---------------------------------------------------------------
+
+    def _sched_getaffinity(self, pid: int, length: int, mask: int) -> int:
+        length &= 0xFFFF_FFFF  # an unsigned int for the kernel
+        if length == 0 or length % 8:
+            raise LinuxError(errno_codes.EINVAL)  # the kernel's checks, for one CPU
+        if signed32(pid) not in (0, IDENTITY_PID):
+            raise LinuxError(errno_codes.ESRCH)  # no other process exists for it
+        self.files.memory.write(mask, (1).to_bytes(8, "little"))  # CPU 0 only
+        return 8  # as the kernel: the bytes written (one word of mask)
+
+    @staticmethod
+    def _getgroups(size: int) -> int:
+        if signed32(size) < 0:
+            raise LinuxError(errno_codes.EINVAL)
+        return 0  # no supplementary groups: nothing to write
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _send_signal(pidfd: int, number: int) -> None:
+    """``pidfd_send_signal`` with a siginfo that shows the sender as pid 1, uid 65534.
+
+    ``signal.pidfd_send_signal`` takes no siginfo, and the kernel's default one
+    would carry the worker's pid and uid into a ``SA_SIGINFO`` handler. The
+    kernel allows another process only negative codes, so it is ``SI_QUEUE``.
+    """
+    info = ctypes.create_string_buffer(
+        SIGINFO.pack(number, 0, SI_QUEUE, 0, IDENTITY_PID, IDENTITY_UID).ljust(128, b"\0"), 128)
+    result = _libc.syscall(ctypes.c_long(SYS_PIDFD_SEND_SIGNAL), ctypes.c_int(pidfd),
+                           ctypes.c_int(number), info, ctypes.c_uint(0))
+    if result < 0:
+        code = ctypes.get_errno()
+        if code != errno_codes.ESRCH:  # ESRCH: already gone, nothing left to signal
+            raise OSError(code, os.strerror(code))
+
+
+_NEW_SIGNAL_CALL = frozenset({syscall_number("gettid"), syscall_number("getpid")})
+
+
+def _identity(call: Notification) -> tuple[int, tuple[int, ...], int]:
+    """What a restarted call has in common with the one it restarts."""
+    return call.nr, call.args, call.ip
+
+
+def _page_up(address: int) -> int:
+    return (address + PAGE - 1) // PAGE * PAGE
 
 
 AT_FDCWD = (1 << 64) - 100  # as the kernel passes it: an int register, sign-extended
@@ -321,8 +543,9 @@ _EMULATED: dict[str, Handler] = {
     "geteuid": lambda s, a: 65534,
     "getgid": lambda s, a: 65534,
     "getegid": lambda s, a: 65534,
-    "getpid": lambda s, a: 1,
-    "gettid": lambda s, a: 1,
+    "getpid": lambda s, a: IDENTITY_PID,
+    "gettid": lambda s, a: IDENTITY_PID,
+    "set_tid_address": lambda s, a: IDENTITY_PID,
     "getppid": lambda s, a: 0,
     "uname": lambda s, a: s._uname(a[0]),
     "prlimit64": lambda s, a: s._prlimit(a[0], a[1], a[2], a[3]),
@@ -330,6 +553,25 @@ _EMULATED: dict[str, Handler] = {
     "sysinfo": lambda s, a: s._sysinfo(a[0]),
     "mmap": lambda s, a: s._mmap(a[1], a[3]),
     "execveat": lambda s, a: s._execveat(),
+    "brk": lambda s, a: s._brk(a[0]),
+    "kill": lambda s, a: s._kill(a[0], a[1]),
+    "tkill": lambda s, a: s._tkill(a[0], a[1]),
+    "tgkill": lambda s, a: s._tgkill(a[0], a[1], a[2]),
+    "poll": lambda s, a: s._poll(a[0], a[1], a[2]),
+    "ppoll": lambda s, a: s._ppoll(a[0], a[1], a[2], a[3], a[4]),
+    "sched_getaffinity": lambda s, a: s._sched_getaffinity(a[0], a[1], a[2]),
+    "getgroups": lambda s, a: s._getgroups(a[0]),
+    "sync": lambda s, a: 0,
+    "syncfs": lambda s, a: s.files.fsync(a[0]),
+    "statfs": lambda s, a: s.files.statfs(a[0], a[1]),
+    "fstatfs": lambda s, a: s.files.fstatfs(a[0], a[1]),
+    "fallocate": lambda s, a: s.files.fallocate(a[0], a[1], a[2], a[3]),
+    "utimensat": lambda s, a: s.files.utimensat(a[0], a[1], a[2], a[3]),
+    "futimesat": lambda s, a: s.files.futimesat(a[0], a[1], a[2]),
+    "utimes": lambda s, a: s.files.futimesat(AT_FDCWD, a[0], a[1]),
+    "utime": lambda s, a: s.files.utime(a[0], a[1]),
+    "mknod": lambda s, a: s.files.mknodat(AT_FDCWD, a[0], a[1]),
+    "mknodat": lambda s, a: s.files.mknodat(a[0], a[1], a[2]),
 }
 """How each emulated call is answered, from its raw arguments."""
 
