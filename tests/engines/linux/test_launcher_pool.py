@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import signal
 import time
 from pathlib import Path
@@ -68,6 +69,18 @@ def test_a_waiting_launcher_that_died_is_replaced(sandbox: Sandbox, busybox: byt
         os.kill(launcher.pid, signal.SIGKILL)
     for _ in range(3):
         assert sandbox.run(busybox, ["echo", "still", "here"]).stdout == b"still here\n"
+
+
+def test_a_launcher_that_dies_as_it_is_taken_is_replaced(sandbox: Sandbox, busybox: bytes,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the liveness check (here: the check is made to miss it), the launcher's
+    parked call never arrives; the run is retried in a fresh one, not blamed on the program."""
+    sandbox.run(busybox, ["true"])
+    for launcher in _parked(sandbox.engine):
+        os.kill(launcher.pid, signal.SIGKILL)
+        select.select([launcher.pidfd], [], [], 5)  # it is dead now
+    monkeypatch.setattr(Launcher, "alive", lambda self: True)
+    assert sandbox.run(busybox, ["echo", "retried"]).stdout == b"retried\n"
 
 
 def test_a_launcher_that_cannot_set_up_is_engine_unavailable(launcher_dir: Path,

@@ -55,11 +55,12 @@ from pappus.engines.linux.policy import compile_table
 from pappus.engines.linux.supervisor import SandboxLimits, Supervisor
 from pappus.engines.process.pool import RunnerPool
 from pappus.engines.seccomp import program_bytes
-from pappus.errors import OutOfMemory
+from pappus.errors import EngineUnavailable, OutOfMemory
 from pappus.model import DataSet
 from pappus.vfs import SetFileSystem
 
 STACK_BYTES = 8 << 20
+LAUNCH_ATTEMPTS = 2
 DEFAULT_WARM_LAUNCHERS = 2
 LAUNCHER_FLAGS = (*native_build.FREESTANDING_FLAGS, "-fno-pie", "-no-pie")
 
@@ -165,13 +166,47 @@ class LinuxEngine(Engine):
         sandbox_limits = SandboxLimits(
             limits.memory_bytes, max(1, math.ceil(limits.remaining()) + 1), STACK_BYTES
         )
-        strings, argv, envp = argument_block(fs.argv, fs.environ)
-        launcher = self._take_launcher()
+        block = argument_block(fs.argv, fs.environ)
+        for attempt in range(LAUNCH_ATTEMPTS):
+            # A launcher killed from outside just before it was taken can still look alive;
+            # it is noticed when its parked call never arrives. Only then is a fresh one
+            # tried: the program has not started, so nothing of it is repeated.
+            launcher = self._take_launcher() if attempt == 0 else self._start_launcher()
+            try:
+                exit_code, supervisor, started, finished = self._run(
+                    launcher, artifact, fs, limits=limits, sandbox_limits=sandbox_limits,
+                    block=block)
+            except _LauncherLost:
+                continue
+            outputs = fs.collect_outputs()
+            done = time.perf_counter()
+            timings = {
+                "sandbox_start": (started - began) * 1e6,
+                "run": (finished - started) * 1e6,
+                "output": (done - finished) * 1e6,
+                "emulated_calls": float(supervisor.calls),
+            }
+            return InvocationResult(outputs, exit_code, timings)
+        raise EngineUnavailable(
+            f"the linux engine's launchers died before starting the program, "
+            f"{LAUNCH_ATTEMPTS} times in a row", engine="linux")
+
+    def _run(self, launcher: Launcher, artifact: LinuxArtifact, fs: SetFileSystem, *,
+             limits: Limits, sandbox_limits: SandboxLimits,
+             block: tuple[bytes, list[int], list[int]]) -> tuple[int, Supervisor, float, float]:
+        """Start the program in ``launcher`` and supervise it to the end (see the module docstring).
+
+        Returns the exit code, the supervisor and when the program started and ended;
+        raises the run's typed outcome, or :class:`_LauncherLost`.
+        """
         supervisor: Supervisor | None = None
         try:
             listener = launcher.wait_until_parked(limits.deadline)
-            launcher.prepare_program(strings, argv, envp, sandbox_limits.address_space,
-                                     sandbox_limits.cpu_seconds)
+            try:
+                launcher.prepare_program(*block, sandbox_limits.address_space,
+                                         sandbox_limits.cpu_seconds)
+            except ProcessLookupError:
+                raise _LauncherLost from None
             supervisor = Supervisor(launcher.pid, launcher.pidfd, listener, fs,
                                     sandbox_limits, executable_fd=artifact.fd,
                                     memfds=self.memfds, on_exec=self.pool.refill_soon)
@@ -182,6 +217,8 @@ class LinuxEngine(Engine):
             else:  # it has ended some other way, or is being killed
                 _, status = os.waitpid(launcher.pid, 0)
                 step, error = launcher.failure()
+                if not (supervisor.program_started or step or supervisor.verdict.timed_out):
+                    raise _LauncherLost
             finished = time.perf_counter()
             ending = Ending(
                 status,
@@ -189,21 +226,12 @@ class LinuxEngine(Engine):
                 LAUNCH_STEPS.get(step, f"step {step}") if step else None,
                 error,
             )
-            exit_code = judge(spec.name, ending, fs, limits)
+            return judge(artifact.spec.name, ending, fs, limits), supervisor, started, finished
         finally:
             if supervisor is not None and supervisor.exit_status is not None:
                 self.pool.clean_up_later(functools.partial(_end, launcher, supervisor))
             else:
                 _end(launcher, supervisor)
-        outputs = fs.collect_outputs()
-        done = time.perf_counter()
-        timings = {
-            "sandbox_start": (started - began) * 1e6,
-            "run": (finished - started) * 1e6,
-            "output": (done - finished) * 1e6,
-            "emulated_calls": float(supervisor.calls),
-        }
-        return InvocationResult(outputs, exit_code, timings)
 
     def _take_launcher(self) -> Launcher:
         """A launcher from the pool (a fresh one if the waiting one died)."""
@@ -222,6 +250,10 @@ class LinuxEngine(Engine):
         self._closed = True
         self.pool.close()
         self.memfds.close()
+
+
+class _LauncherLost(Exception):
+    """The launcher died before the program started (killed from outside)."""
 
 
 def _end(launcher: Launcher, supervisor: Supervisor | None) -> None:
