@@ -14,6 +14,7 @@ an empty environment.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -48,36 +49,39 @@ def spawn(path: str, argv: Sequence[str], descriptors: Mapping[int, int]) -> int
 
 def _spawn(path: str, argv: Sequence[str], descriptors: Mapping[int, int]) -> int:
     actions = ctypes.create_string_buffer(_OPAQUE_BYTES)
-    attributes = ctypes.create_string_buffer(_OPAQUE_BYTES)
     _check(_libc.posix_spawn_file_actions_init(actions))
     try:
-        _check(_libc.posix_spawnattr_init(attributes))
-        try:
-            for target, source in descriptors.items():
-                _check(_libc.posix_spawn_file_actions_adddup2(actions, source, target))
-            empty = ctypes.create_string_buffer(SIGSET_BYTES)
-            _check(_libc.sigemptyset(empty))
-            _check(_libc.posix_spawnattr_setsigmask(attributes, empty))
-            defaults = ctypes.create_string_buffer(SIGSET_BYTES)
-            _check(_libc.sigemptyset(defaults))
-            for number in (signal.SIGPIPE, signal.SIGXFSZ):
-                _check(_libc.sigaddset(defaults, int(number)))
-            _check(_libc.posix_spawnattr_setsigdefault(attributes, defaults))
-            _check(_libc.posix_spawnattr_setflags(
-                attributes, ctypes.c_short(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)))
-            arguments = (ctypes.c_char_p * (len(argv) + 1))(
-                *(os.fsencode(word) for word in argv), None)
-            environment = (ctypes.c_char_p * 1)(None)
-            pid = ctypes.c_int(0)
-            error = _libc.posix_spawn(ctypes.byref(pid), os.fsencode(path), actions, attributes,
-                                      arguments, environment)
-            if error:
-                raise OSError(error, f"{os.strerror(error)}: {path}")
-            return pid.value
-        finally:
-            _libc.posix_spawnattr_destroy(attributes)
+        for target, source in descriptors.items():
+            _check(_libc.posix_spawn_file_actions_adddup2(actions, source, target))
+        arguments = (ctypes.c_char_p * (len(argv) + 1))(
+            *(os.fsencode(word) for word in argv), None)
+        environment = (ctypes.c_char_p * 1)(None)
+        pid = ctypes.c_int(0)
+        error = _libc.posix_spawn(ctypes.byref(pid), os.fsencode(path), actions, _attributes(),
+                                  arguments, environment)
+        if error:
+            raise OSError(error, f"{os.strerror(error)}: {path}")
+        return pid.value
     finally:
         _libc.posix_spawn_file_actions_destroy(actions)
+
+
+@functools.cache
+def _attributes() -> ctypes.Array[ctypes.c_char]:
+    """The spawn attributes, the same for every child: made once, only ever read after."""
+    attributes = ctypes.create_string_buffer(_OPAQUE_BYTES)
+    _check(_libc.posix_spawnattr_init(attributes))
+    empty = ctypes.create_string_buffer(SIGSET_BYTES)
+    _check(_libc.sigemptyset(empty))
+    _check(_libc.posix_spawnattr_setsigmask(attributes, empty))
+    defaults = ctypes.create_string_buffer(SIGSET_BYTES)
+    _check(_libc.sigemptyset(defaults))
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):
+        _check(_libc.sigaddset(defaults, int(number)))
+    _check(_libc.posix_spawnattr_setsigdefault(attributes, defaults))
+    _check(_libc.posix_spawnattr_setflags(
+        attributes, ctypes.c_short(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)))
+    return attributes
 
 
 def _check(result: int) -> None:
