@@ -8,8 +8,8 @@ over. Every process still serves exactly one invocation: nothing is reused,
 and a waiting one holds nothing but its own empty image (the work arrives
 with the invocation). A background thread refills the pool after each take;
 when it is empty one is started on the spot. Processes are started with
-:func:`pappus.engines.spawn.spawn`, which releases the GIL, so refilling does
-not stall the invocation in progress.
+:func:`pappus.engines.spawn.spawn` (``posix_spawn``: the worker is never
+forked).
 
 A waiting runner exits by itself when its socket reaches end-of-file: when
 :meth:`RunnerPool.close` closes the worker's ends, or when the worker dies.
