@@ -9,6 +9,7 @@ The sandbox convention (see :mod:`pappus.vfs`): input set ``in`` item ``I`` is
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import platform
@@ -59,6 +60,18 @@ def build_c(source: str, target: Path, compiler: str, *, static: bool = True) ->
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
     return target.read_bytes()
+
+
+COMPILERS = ("musl-gcc", "gcc")
+
+
+def build_with_each_compiler(source: str, directory: Path, stem: str) -> dict[str, bytes]:
+    """``source`` built static with musl and with glibc, in parallel: compiler → binary."""
+    def build(compiler: str) -> tuple[str, bytes]:
+        return compiler, build_c(source, directory / f"{stem}-{compiler}", compiler)
+
+    with concurrent.futures.ThreadPoolExecutor(len(COMPILERS)) as pool:
+        return dict(pool.map(build, COMPILERS))
 
 
 def quote_words(words: Sequence[str | bytes]) -> bytes:

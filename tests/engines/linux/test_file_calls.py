@@ -16,14 +16,13 @@ inputs (which the engine serves from descriptors 512 and up).
 
 from __future__ import annotations
 
-import concurrent.futures
 import random
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.engines.linux.support import Sandbox, build_c
+from tests.engines.linux.support import COMPILERS, Sandbox, build_with_each_compiler
 
 SOURCE = r"""
 #define _GNU_SOURCE
@@ -400,19 +399,13 @@ int main(int argc, char **argv) {
 }
 """
 
-COMPILERS = ("musl-gcc", "gcc")
 FILES_IN_A_DIRECTORY = 3000  # beyond one getdents64 buffer of glibc (32 KiB) and musl (2 KiB)
 
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("file-calls")
-
-    def build(compiler: str) -> tuple[str, bytes]:
-        return compiler, build_c(SOURCE, out / f"file-calls-{compiler}", compiler)
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        return dict(pool.map(build, COMPILERS))
+    return build_with_each_compiler(SOURCE, out, "file-calls")
 
 
 def _inputs() -> dict[str, bytes]:

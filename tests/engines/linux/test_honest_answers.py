@@ -14,7 +14,6 @@ output is the same for both.
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import platform
 import re
@@ -23,7 +22,7 @@ import time
 import pytest
 
 from pappus.errors import ForbiddenSyscall, InvocationTimeout, SandboxCrash
-from tests.engines.linux.support import Sandbox, build_c, busybox_binary
+from tests.engines.linux.support import COMPILERS, Sandbox, build_with_each_compiler, busybox_binary
 
 SOURCE = r"""
 #define _GNU_SOURCE
@@ -310,7 +309,6 @@ int main(int argc, char **argv) {
 }
 """
 
-COMPILERS = ("musl-gcc", "gcc")
 INPUTS = {"data": b"abcdefgh" * 8, "big": bytes(range(256)) * 256}
 POLLIN, POLLOUT, POLLNVAL = 0x1, 0x4, 0x20
 
@@ -318,12 +316,7 @@ POLLIN, POLLOUT, POLLNVAL = 0x1, 0x4, 0x20
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("honest")
-
-    def build(compiler: str) -> tuple[str, bytes]:
-        return compiler, build_c(SOURCE, out / f"honest-{compiler}", compiler)
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        return dict(pool.map(build, COMPILERS))
+    return build_with_each_compiler(SOURCE, out, "honest")
 
 
 def lines(sandbox: Sandbox, binary: bytes, mode: str, **options: object) -> list[str]:

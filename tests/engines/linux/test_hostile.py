@@ -35,7 +35,13 @@ from pappus.errors import (
     SandboxError,
     TooLarge,
 )
-from tests.engines.linux.support import Sandbox, build_c, busybox_binary
+from tests.engines.linux.support import (
+    COMPILERS,
+    Sandbox,
+    build_c,
+    build_with_each_compiler,
+    busybox_binary,
+)
 
 HOSTILE = r"""
 #define _GNU_SOURCE
@@ -143,6 +149,9 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "spin")) {
         for (volatile unsigned long i = 0;; i++) {}
     }
+    if (!strcmp(mode, "spin-calls")) {
+        for (;;) syscall(SYS_getppid);  /* a notification at every step */
+    }
     if (!strcmp(mode, "flood")) {
         static char block[1 << 16];
         memset(block, 'x', sizeof block);
@@ -229,7 +238,6 @@ int main(int argc, char **argv) {
 }
 """
 
-COMPILERS = ("musl-gcc", "gcc")
 MEMORY = 256 << 20
 
 
@@ -237,12 +245,7 @@ MEMORY = 256 << 20
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """The hostile program built with ``musl-gcc -static`` and ``gcc -static``."""
     out = tmp_path_factory.mktemp("hostile")
-
-    def build(compiler: str) -> tuple[str, bytes]:
-        return compiler, build_c(HOSTILE, out / f"hostile-{compiler}", compiler)
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        return dict(pool.map(build, COMPILERS))
+    return build_with_each_compiler(HOSTILE, out, "hostile")
 
 
 @pytest.fixture(scope="module")
@@ -444,6 +447,17 @@ def test_infinite_loop_is_stopped_at_the_deadline(sandbox: Sandbox,
     with pytest.raises(InvocationTimeout):
         sandbox.run(hostile["musl-gcc"], ["hostile", "spin"], timeout_s=timeout)
     assert time.monotonic() - started < timeout + 0.2
+
+
+def test_a_loop_of_emulated_calls_is_stopped_at_the_deadline(sandbox: Sandbox,
+                                                            hostile: dict[str, bytes]) -> None:
+    """The supervisor is never idle here: the deadline must be checked between calls too."""
+    timeout = 0.5
+    started = time.monotonic()
+    with pytest.raises(InvocationTimeout) as caught:
+        sandbox.run(hostile["musl-gcc"], ["hostile", "spin-calls"], timeout_s=timeout)
+    assert time.monotonic() - started < timeout + 0.2
+    assert "deadline" in caught.value.message
 
 
 def test_sleeping_past_the_deadline_is_a_timeout(sandbox: Sandbox, busybox: bytes) -> None:

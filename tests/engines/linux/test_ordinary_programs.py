@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 from pappus.errors import SandboxCrash
-from tests.engines.linux.support import Sandbox, build_c, busybox_binary
+from tests.engines.linux.support import COMPILERS, Sandbox, build_c, busybox_binary
 
 PROGRAM = r"""
 #include <assert.h>
@@ -61,7 +61,6 @@ int main(int argc, char **argv) {
 }
 """
 
-COMPILERS = ("musl-gcc", "gcc")
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,13 @@ is checked, for both C libraries.
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import random
 
 import pytest
 
 from pappus.model import Item
-from tests.engines.linux.support import Sandbox, build_c
+from tests.engines.linux.support import COMPILERS, Sandbox, build_with_each_compiler
 
 SOURCE = r"""
 #include <ctype.h>
@@ -107,7 +106,6 @@ int main(int argc, char **argv) {
 }
 """
 
-COMPILERS = ("musl-gcc", "gcc")
 ARGV = ("wc-like", "hello world", "x=1", "it's", "")
 ENVIRON = ("GREETING=hi there", "LANG=C")
 
@@ -116,12 +114,7 @@ ENVIRON = ("GREETING=hi there", "LANG=C")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """The program built with ``musl-gcc -static`` and ``gcc -static``."""
     out = tmp_path_factory.mktemp("static-programs")
-
-    def build(compiler: str) -> tuple[str, bytes]:
-        return compiler, build_c(SOURCE, out / f"files-{compiler}", compiler)
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        return dict(pool.map(build, COMPILERS))
+    return build_with_each_compiler(SOURCE, out, "files")
 
 
 def _inputs() -> dict[str, bytes]:

@@ -72,6 +72,28 @@ def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     return int(result)
 
 
+SYS_PIDFD_SEND_SIGNAL, SI_QUEUE = 424, -1
+SIGINFO = struct.Struct("<iiiiiI")  # signo, errno, code, padding, pid, uid (of 128 bytes)
+
+
+def send_signal(pidfd: int, number: int, *, sender_pid: int, sender_uid: int) -> None:
+    """``pidfd_send_signal`` with a siginfo naming the sender as ``sender_pid``/``sender_uid``.
+
+    ``signal.pidfd_send_signal`` takes no siginfo, and the kernel's default one
+    would carry the worker's pid and uid into a ``SA_SIGINFO`` handler. The
+    kernel allows another process only negative codes, so it is ``SI_QUEUE``.
+    A process already gone (``ESRCH``) is not an error.
+    """
+    info = ctypes.create_string_buffer(
+        SIGINFO.pack(number, 0, SI_QUEUE, 0, sender_pid, sender_uid).ljust(128, b"\0"), 128)
+    result = _syscall(ctypes.c_long(SYS_PIDFD_SEND_SIGNAL), ctypes.c_int(pidfd),
+                      ctypes.c_int(number), info, ctypes.c_uint(0))
+    if result < 0:
+        code = ctypes.get_errno()
+        if code != errno_codes.ESRCH:
+            raise OSError(code, os.strerror(code))
+
+
 class Listener:
     """A seccomp notification listener descriptor (owned: :meth:`close` closes it)."""
 
@@ -116,9 +138,17 @@ class Listener:
         return True
 
     def add_descriptor(self, notification: Notification, source_fd: int, target_fd: int) -> None:
-        """Install ``source_fd``'s open file in the caller as ``target_fd`` (close-on-exec)."""
+        """Install ``source_fd``'s open file in the caller as ``target_fd`` (close-on-exec).
+
+        Raises ``ProcessLookupError`` if the call is gone (the caller was killed).
+        """
         request = ADDFD.pack(notification.id, ADDFD_FLAG_SETFD, source_fd, target_fd, O_CLOEXEC)
-        fcntl.ioctl(self.fd, IOCTL_ADDFD, request)
+        try:
+            fcntl.ioctl(self.fd, IOCTL_ADDFD, request)
+        except OSError as exc:
+            if exc.errno == errno_codes.ENOENT:
+                raise ProcessLookupError(exc.errno, "the call is gone") from None
+            raise
 
     def close(self) -> None:
         """Close the listener: a call still waiting on it fails with ``ENOSYS``."""

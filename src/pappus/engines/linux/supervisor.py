@@ -37,7 +37,6 @@ bug on one call is logged and answered ``ENOSYS`` rather than crashing the worke
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno as errno_codes
 import functools
 import logging
@@ -55,7 +54,13 @@ from pappus.engines.linux import policy
 from pappus.engines.linux.files import VIRTUAL_LIMIT, LinuxError, LinuxFiles, linux_errno
 from pappus.engines.linux.launcher import EXECUTABLE_FD
 from pappus.engines.linux.memfd import MemfdRecycler
-from pappus.engines.linux.notify import Listener, MemoryFault, Notification, ProcessMemory
+from pappus.engines.linux.notify import (
+    Listener,
+    MemoryFault,
+    Notification,
+    ProcessMemory,
+    send_signal,
+)
 from pappus.engines.linux.paths import signed32
 from pappus.engines.syscalls import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscall_name, syscall_number
 from pappus.vfs import OutputLimitExceeded, SetFileSystem, VfsError
@@ -66,8 +71,7 @@ RLIM_INFINITY = (1 << 64) - 1
 RLIM_NLIMITS = 16
 MAP_ANONYMOUS = 0x20
 PAGE = 4096
-MAX_SIGNAL, SYS_PIDFD_SEND_SIGNAL, SI_QUEUE = 64, 424, -1
-SIGINFO = struct.Struct("<iiiiiI")  # signo, errno, code, padding, pid, uid (of 128 bytes)
+MAX_SIGNAL = 64
 IDENTITY_PID, IDENTITY_UID = 1, 65534
 UTSNAME = (b"Linux", b"pappus", b"6.1.0-pappus", b"#1 SMP pappus", b"x86_64", b"(none)")
 
@@ -174,13 +178,13 @@ class Supervisor:
         poller = select.poll()
         poller.register(self.listener.fd, select.POLLIN)
         while True:
-            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
-            events = poller.poll(remaining_ms)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # checked before every call: a busy program must stop too
+                self.verdict.timed_out = True
+                self.kill()
+                return
+            events = poller.poll(int(remaining * 1000) + 1)
             if not events:
-                if time.monotonic() >= deadline:
-                    self.verdict.timed_out = True
-                    self.kill()
-                    return
                 continue
             _, mask = events[0]
             if mask & select.POLLIN:
@@ -219,9 +223,12 @@ class Supervisor:
             self.kill()
             return False
         except LetKernelRun as answer:
-            self.listener.let_kernel_run(call)
+            if not self.listener.let_kernel_run(call):
+                return True  # the call is gone (the process is being killed)
             answer.then()
             return self.exit_status is None
+        except ProcessLookupError:
+            return False  # killed meanwhile (from outside, or at the deadline)
         except LinuxError as error:
             self.listener.reply(call, error=error.code)
             return True
@@ -309,13 +316,16 @@ class Supervisor:
         raise LetKernelRun
 
     def _execveat(self) -> int:
-        if not self.program_started:  # the parked launcher starting the program, before it exists
-            self.program_started = True
-            self._heap_base = None  # the program's heap, not the launcher's
-            self._install_descriptor(self._executable_fd, EXECUTABLE_FD)
-            # The exec takes a while: a good moment for the caller's background work.
-            raise LetKernelRun(then=self._on_exec)
-        raise LinuxError(errno_codes.EPERM)  # one program per invocation
+        if self.program_started or self.calls > 1:
+            raise LinuxError(errno_codes.EPERM)  # one program per invocation
+        # The parked launcher starting the program, before it exists.
+        self._install_descriptor(self._executable_fd, EXECUTABLE_FD)
+        raise LetKernelRun(then=self._exec_started)
+
+    def _exec_started(self) -> None:
+        self.program_started = True
+        self._heap_base = None  # the program's heap, not the launcher's
+        self._on_exec()  # the exec takes a while: a good moment for background work
 
     # -- memory: the heap -----------------------------------------------------------------------
 
@@ -402,7 +412,7 @@ class Supervisor:
             return 0
         self._interrupted = None
         self.verdict.raised = number
-        _send_signal(self.pidfd, number)
+        send_signal(self.pidfd, number, sender_pid=IDENTITY_PID, sender_uid=IDENTITY_UID)
         if not self.listener.reply(call, value=0):
             self._interrupted = identity
         raise _Replied
@@ -459,26 +469,6 @@ class Supervisor:
         if signed32(size) < 0:
             raise LinuxError(errno_codes.EINVAL)
         return 0  # no supplementary groups: nothing to write
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _send_signal(pidfd: int, number: int) -> None:
-    """``pidfd_send_signal`` with a siginfo that shows the sender as pid 1, uid 65534.
-
-    ``signal.pidfd_send_signal`` takes no siginfo, and the kernel's default one
-    would carry the worker's pid and uid into a ``SA_SIGINFO`` handler. The
-    kernel allows another process only negative codes, so it is ``SI_QUEUE``.
-    """
-    info = ctypes.create_string_buffer(
-        SIGINFO.pack(number, 0, SI_QUEUE, 0, IDENTITY_PID, IDENTITY_UID).ljust(128, b"\0"), 128)
-    result = _libc.syscall(ctypes.c_long(SYS_PIDFD_SEND_SIGNAL), ctypes.c_int(pidfd),
-                           ctypes.c_int(number), info, ctypes.c_uint(0))
-    if result < 0:
-        code = ctypes.get_errno()
-        if code != errno_codes.ESRCH:  # ESRCH: already gone, nothing left to signal
-            raise OSError(code, os.strerror(code))
 
 
 _NEW_SIGNAL_CALL = frozenset({syscall_number("gettid"), syscall_number("getpid")})
