@@ -127,6 +127,14 @@ def test_hostile_invocations_get_typed_outcomes_while_others_run(client: Client)
     assert client.health()["status"] == "ok"
 
 
+def test_an_oversized_argv_is_413_too_large(client: Client) -> None:
+    with pytest.raises(pappus.TooLarge) as refusal:
+        client.invoke("busybox", {"stdio": stdio("echo " + "word " * 40_000)})
+    assert refusal.value.http_status == 413
+    assert "argv" in refusal.value.message
+    assert stdout(client.invoke("busybox", {"stdio": stdio("echo fine")})) == b"fine\n"
+
+
 def test_registrations_survive_a_restart(server: ServerProcess, client: Client) -> None:
     server.stop()
     server.start()
