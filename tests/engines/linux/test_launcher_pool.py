@@ -23,6 +23,7 @@ from pappus.engines.linux.launcher import (
     MAX_ARGUMENT_BYTES,
     Launcher,
     argument_block,
+    can_become_nobody,
 )
 from pappus.engines.linux.memfd import MemfdRecycler
 from pappus.errors import EngineUnavailable, TooLarge
@@ -58,6 +59,13 @@ def test_a_parked_launcher_is_confined_before_any_invocation(sandbox: Sandbox,
         assert int(status["CapPrm"], 16) == 0, status["CapPrm"]
         assert int(status["CapInh"], 16) == 0
         assert status["NoNewPrivs"].strip() == "1"
+        # Real, effective, saved and file-system ids: nobody where the worker can still set
+        # its limits (root with CAP_SYS_RESOURCE), else the worker's own.
+        nobody = can_become_nobody()
+        assert status["Uid"].split() == [str(65534 if nobody else os.getuid())] * 4
+        assert status["Gid"].split() == [str(65534 if nobody else os.getgid())] * 4
+        if nobody:
+            assert status["Groups"].strip() == ""
         assert status["Seccomp"].strip() == "2"  # filter mode
         # Its descriptors: only the listener (0); the parameters were mapped and closed.
         assert sorted(os.listdir(f"/proc/{launcher.pid}/fd")) == ["0"]
