@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 CHILD = r"""
-import os, sys
+import os, sys, time
 from pathlib import Path
 from pappus.engines.base import FunctionSpec, Limits
 from pappus.engines.linux import LinuxEngine
@@ -39,6 +39,7 @@ def run(argv, memory=256 << 20):
     return result.exit_code, result.outputs[0].items[0].data
 
 launcher = engine.pool.take()
+launcher.wait_until_parked(time.monotonic() + 5)  # its set-up is done, the identity switched
 status = Path(f"/proc/{launcher.pid}/status").read_text()
 uid = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
 launcher.discard()

@@ -135,8 +135,8 @@ class RunnerPool(Generic[T]):
             self._refilling = True  # after a failure: try again
             self._ensure_thread()
             ready = self._ready.popleft() if self._ready else None
-            if self.refill_on_take:
-                self._notify()
+            if self.refill_on_take or not self._ready:
+                self._notify()  # an empty pool refills now, whoever was to say when
         if ready is not None:
             return ready
         started = self._start()
@@ -162,6 +162,8 @@ class RunnerPool(Generic[T]):
             if queued:
                 self._ensure_thread()
                 self._cleanups.append(call)
+                if len(self._cleanups) == 1:
+                    self._condition.notify()  # a thread waiting with no timeout: start the delay
         if not queued:
             _run_logged(call)
 
