@@ -43,6 +43,12 @@ FREESTANDING_FLAGS = (
 """Flags every helper shares: a static, libc-free program."""
 
 
+def default_cache_dir() -> Path:
+    """Where built helpers are cached when an engine is given no directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pappus"
+
+
 def packaged_source(package: str, name: str) -> bytes:
     """A C source shipped inside ``package``."""
     return resources.files(package).joinpath(name).read_bytes()

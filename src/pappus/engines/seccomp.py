@@ -194,7 +194,6 @@ def _emit_condition(program: _Program, condition: Condition, fail: str) -> None:
 
 def compile_policy(rules: tuple[Rule, ...], default: Action) -> list[Instruction]:
     """The seccomp program for ``rules``; everything they do not decide gets ``default``."""
-    program = _prologue(default)
     by_number: dict[int, list[Rule]] = {}
     for rule in rules:
         by_number.setdefault(rule.number, []).append(rule)
@@ -209,7 +208,7 @@ def compile_policy(rules: tuple[Rule, ...], default: Action) -> list[Instruction
             del by_number[number]
     numbers = sorted(by_number)
     try:
-        return _compiled(program, numbers, by_number, default, far_jumps=False)
+        return _compiled(_prologue(default), numbers, by_number, default, far_jumps=False)
     except JumpOutOfRange:
         return _compiled(_prologue(default), numbers, by_number, default, far_jumps=True)
 

@@ -30,11 +30,12 @@ def spawn(path: str, argv: Sequence[str], descriptors: Mapping[int, int]) -> int
     moved: list[int] = []
     try:
         actions = []
-        for target, source in descriptors.items():
-            if source in descriptors:
-                moved.append(os.dup(source))
-            actions.append((os.POSIX_SPAWN_DUP2, moved[-1] if source in descriptors else source,
-                            target))
+        for target, given in descriptors.items():
+            source = given
+            if given in descriptors:
+                source = os.dup(given)
+                moved.append(source)
+            actions.append((os.POSIX_SPAWN_DUP2, source, target))
         return os.posix_spawn(path, list(argv), {}, file_actions=actions, setsigmask=(),
                               setsigdef=DEFAULT_SIGNALS)
     finally:

@@ -65,12 +65,6 @@ DEFAULT_WARM_LAUNCHERS = 2
 LAUNCHER_FLAGS = (*native_build.FREESTANDING_FLAGS, "-fno-pie", "-no-pie")
 
 
-def default_cache_dir() -> Path:
-    """Where the launcher is cached when the engine is given no directory."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pappus"
-
-
 class LinuxArtifact(Artifact):
     """A checked static executable, held in a sealed read-only memfd for ``execveat``."""
 
@@ -96,7 +90,7 @@ class LinuxEngine(Engine):
     def __init__(
         self, cache_dir: Path | None = None, *, warm_launchers: int = DEFAULT_WARM_LAUNCHERS
     ) -> None:
-        self._cache_dir = cache_dir or default_cache_dir()
+        self._cache_dir = cache_dir or native_build.default_cache_dir()
         self._launcher: str | None = None
         self._filter = program_bytes(compile_table())
         # Refilled while the invoking thread waits for the program's exec (refill_soon

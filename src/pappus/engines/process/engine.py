@@ -47,6 +47,7 @@ from pappus.engines.base import (
     InvocationResult,
     Limits,
 )
+from pappus.engines.native_build import default_cache_dir
 from pappus.engines.process import layout
 from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
 from pappus.engines.process.outcome import REPORT_STATUS, RunnerExit, classify_exit
@@ -66,12 +67,6 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MERGE_GAP_BYTES = 16 << 10
 DEFAULT_WARM_RUNNERS = 2
 """Runners kept started ahead of time (one per compute slot on a 2-core machine)."""
-
-
-def default_runner_dir() -> Path:
-    """Where runners are cached when the engine is given no directory."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pappus"
 
 
 class ProcessArtifact(Artifact):
@@ -106,7 +101,7 @@ class ProcessEngine(Engine):
 
     def __init__(self, runner_dir: Path | None = None, *,
                  warm_runners: int = DEFAULT_WARM_RUNNERS) -> None:
-        self._runner_dir = runner_dir or default_runner_dir()
+        self._runner_dir = runner_dir or default_cache_dir()
         self._runner: str | None = None
         self.pool: RunnerPool[Runner] = RunnerPool(
             lambda: start_runner(self._runner_path()), warm_runners, Runner.discard)
