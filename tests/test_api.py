@@ -180,6 +180,8 @@ def test_stats(client: Client) -> None:
     stats = client.stats()
     assert stats["slots"] >= 1
     assert stats["completed"] > 0
+    assert 0 < stats["inline"] <= stats["completed"] + sum(stats["failed"].values())
+    assert stats["preempted"] >= 0 and stats["engines"]["wasm"]["preempted"] >= 0
     assert "wasm" in stats["engines"]
 
 

@@ -41,6 +41,7 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ({"PAPPUS_PORT": "eighty"}, "PAPPUS_PORT"),
         ({"PAPPUS_DEMO": "maybe"}, "PAPPUS_DEMO"),
         ({"PAPPUS_QUEUE_SIZE": "0"}, "queue_size"),
+        ({"PAPPUS_INLINE_BUDGET_US": "-1"}, "inline_budget_us"),
     ],
 )
 def test_bad_environment_values_are_named(source: dict[str, str], needle: str) -> None:
@@ -75,3 +76,9 @@ def test_egress_defaults_and_rules(tmp_path: Path) -> None:
     assert load_settings({}, environ={}, config_file=config).egress_allow == ("127.0.0.1",)
     with pytest.raises(ConfigError, match="egress_allow"):
         load_settings({}, environ={"PAPPUS_EGRESS_ALLOW": "not a host!"})
+
+
+def test_inline_budget_from_the_environment_and_zero_turns_it_off() -> None:
+    assert load_settings({}, environ={}).inline_budget_us == 1000
+    assert load_settings({}, environ={"PAPPUS_INLINE_BUDGET_US": "0"}).inline_budget_us == 0
+    assert load_settings({"inline_budget_us": 250}, environ={}).inline_budget_us == 250

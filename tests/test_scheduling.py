@@ -1,4 +1,19 @@
-from pappus.scheduling import Decision, WaitingJob, admits, decide, effective_timeout_ms
+import pytest
+
+from pappus.scheduling import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    INLINE_MAX_INPUT_BYTES,
+    INLINE_SHARE,
+    Decision,
+    InlineRecord,
+    WaitingJob,
+    admits,
+    after_inline,
+    decide,
+    effective_timeout_ms,
+    runs_inline,
+)
 
 
 def test_fifo_onto_idle_slots() -> None:
@@ -42,3 +57,71 @@ def test_request_may_lower_but_not_raise_timeout() -> None:
     assert effective_timeout_ms(1000, 200) == 200
     assert effective_timeout_ms(1000, 5000) == 1000
     assert effective_timeout_ms(1000, 0) == 1
+
+
+# -- the inline fast path's decision --------------------------------------------------
+
+BUDGET = 0.001
+SHORT = BUDGET * INLINE_SHARE / 4
+LONG = BUDGET * INLINE_SHARE * 2
+
+
+FRESH = InlineRecord()
+
+
+def inline(record: InlineRecord = FRESH, **overrides: object) -> bool:
+    facts: dict[str, object] = {"budget_s": BUDGET, "preemptible": True, "input_bytes": 0,
+                                "record": record}
+    facts.update(overrides)
+    return runs_inline(**facts)  # type: ignore[arg-type]
+
+
+def test_inline_needs_a_preemptible_engine_a_budget_and_small_inputs() -> None:
+    assert inline()
+    assert not inline(preemptible=False)
+    assert not inline(budget_s=0.0)
+    assert inline(input_bytes=INLINE_MAX_INPUT_BYTES)
+    assert not inline(input_bytes=INLINE_MAX_INPUT_BYTES + 1)
+    assert not inline(InlineRecord(skip=1))
+
+
+def test_short_runs_stay_inline() -> None:
+    record = InlineRecord()
+    for _ in range(100):
+        record = after_inline(record, SHORT, BUDGET, preempted=False)
+        assert inline(record)
+    assert record.expected_s == pytest.approx(SHORT)
+
+
+def test_one_slow_run_among_short_ones_is_absorbed() -> None:
+    record = after_inline(InlineRecord(), SHORT, BUDGET, preempted=False)
+    record = after_inline(record, BUDGET * INLINE_SHARE * 2.5, BUDGET, preempted=False)
+    assert inline(record), record
+
+
+def test_a_long_function_backs_off_doubling_up_to_the_cap() -> None:
+    record = after_inline(InlineRecord(), LONG, BUDGET, preempted=False)
+    skips = []
+    for _ in range(12):
+        assert record.skip == record.backoff
+        skips.append(record.skip)
+        for _ in range(record.skip):
+            assert not inline(record)
+            record = record.skipped()
+        assert inline(record)  # tried again after the back-off
+        record = after_inline(record, LONG, BUDGET, preempted=False)
+    assert skips[:4] == [BACKOFF_MIN, 2 * BACKOFF_MIN, 4 * BACKOFF_MIN, 8 * BACKOFF_MIN]
+    assert max(skips) == BACKOFF_MAX and skips[-1] == BACKOFF_MAX
+
+
+def test_an_abandoned_run_backs_off_even_if_it_was_cheap() -> None:
+    record = after_inline(InlineRecord(), 0.0, BUDGET, preempted=True)
+    assert not inline(record) and record.skip == BACKOFF_MIN
+
+
+def test_a_short_run_after_a_back_off_starts_the_expectation_afresh() -> None:
+    record = after_inline(InlineRecord(), 0.030, BUDGET, preempted=False)  # a cold first run
+    for _ in range(record.skip):
+        record = record.skipped()
+    record = after_inline(record, SHORT, BUDGET, preempted=False)
+    assert inline(record) and record == InlineRecord(SHORT)

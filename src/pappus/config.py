@@ -39,6 +39,7 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_BINARY_BYTES = 32 * 1024 * 1024
 DEFAULT_ANY_SHARDING_MODE = "auto:2"
 DEFAULT_IO_CONCURRENCY = 15
+DEFAULT_INLINE_BUDGET_US = 1000
 DEFAULT_HTTP_TIMEOUT_MS = 10_000
 DEFAULT_HTTP_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEMO_EGRESS_ALLOW = ("127.0.0.0/8", "::1")
@@ -78,6 +79,9 @@ class Settings:
     total_cores: int | None = None
     """Compute slots (sandboxes running at once); ``None`` = one per CPU core."""
     queue_size: int = DEFAULT_QUEUE_SIZE
+    inline_budget_us: int = DEFAULT_INLINE_BUDGET_US
+    """How long a short function may run on the event loop's thread before it is moved
+    to a compute slot (wasm only; ``0`` turns the inline fast path off)."""
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
     default_memory_bytes: int = DEFAULT_MEMORY_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
@@ -135,6 +139,9 @@ class Settings:
                     parse_rule(rule)
                 except EgressRuleError as exc:
                     raise ConfigError(f"option 'egress_allow': {exc}") from exc
+        if self.inline_budget_us < 0:
+            raise ConfigError(
+                f"option 'inline_budget_us' must be 0 or positive, got {self.inline_budget_us}")
         if self.total_cores is not None and self.total_cores <= 0:
             raise ConfigError(f"option 'total_cores' must be positive, got {self.total_cores}")
         if not 0 <= self.port <= 65535:

@@ -5,7 +5,12 @@ Every function invocation becomes a *job* in one bounded FIFO queue (capacity
 of growing). Jobs start on compute slots (one thread each, default one per
 core) according to :func:`pappus.scheduling.decide`; the blocking
 ``Engine.invoke`` runs on the slot thread, so the event loop never waits on a
-sandbox. Compositions are executed by :func:`pappus.composition.run_composition`,
+sandbox for long. The one exception is the *inline* fast path
+(:func:`pappus.scheduling.runs_inline`): a job of a short function on a
+preemptible engine runs on the event loop's thread, in the slot it was given,
+bounded by ``inline_budget_s``; a run that reaches the budget is abandoned
+(functions are pure, so nothing of it is observable) and goes to the slot's
+thread like any other. Compositions are executed by :func:`pappus.composition.run_composition`,
 whose ``call`` re-enters :meth:`Dispatcher._run_entry` for every shard, so nested
 compositions and sharded functions share the same queue and slots.
 """
@@ -40,7 +45,15 @@ from pappus.errors import (
 )
 from pappus.model import DataSet, absent_if_empty
 from pappus.registry import Entry, RegisteredFunction, Registry
-from pappus.scheduling import WaitingJob, admits, decide, effective_timeout_ms
+from pappus.scheduling import (
+    InlineRecord,
+    WaitingJob,
+    admits,
+    after_inline,
+    decide,
+    effective_timeout_ms,
+    runs_inline,
+)
 
 STDERR_TAIL_BYTES = 4096
 
@@ -57,6 +70,8 @@ class SystemFunction(Protocol):
         ...
 COMPOSITION_GRACE_S = 0.5
 """Extra time a composition waits past its deadline for engines to report ``timeout``."""
+DEFAULT_INLINE_BUDGET_S = 0.001
+"""How long an inline run may hold the event loop before it is moved to a slot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +84,10 @@ class DispatcherStatistics:
     running: int
     completed: int
     failed: dict[str, int]
+    inline: int = 0
+    """Function runs completed on the event loop's thread (the inline fast path)."""
+    preempted: int = 0
+    """Inline runs abandoned at the budget and run again on a slot."""
 
 
 @dataclass(slots=True)
@@ -138,6 +157,8 @@ class _Job:
 class _Counters:
     completed: int = 0
     failed: Counter[str] = field(default_factory=Counter)
+    inline: int = 0
+    preempted: int = 0
 
 
 class InvocationObserver:
@@ -147,9 +168,6 @@ class InvocationObserver:
         self, name: str, outcome: str, seconds: float, result: InvocationResult | None
     ) -> None:
         """One function invocation ended with ``outcome`` (``ok`` or an error type)."""
-
-    def queue_depth(self, depth: int) -> None:
-        """The number of waiting jobs changed."""
 
 
 class Dispatcher:
@@ -166,6 +184,7 @@ class Dispatcher:
         sharding: AnySharding,
         observer: InvocationObserver | None = None,
         system_functions: Mapping[str, SystemFunction] | None = None,
+        inline_budget_s: float = DEFAULT_INLINE_BUDGET_S,
     ) -> None:
         self.registry = registry
         self.slots = slots
@@ -183,6 +202,9 @@ class Dispatcher:
         self._ids = itertools.count(1)
         self._counters = _Counters()
         self._closed = False
+        self.inline_budget_s = inline_budget_s
+        self._inline: dict[str, InlineRecord] = {}
+        """The inline decision's memory, per function name."""
 
     def __repr__(self) -> str:
         return (
@@ -199,6 +221,8 @@ class Dispatcher:
             running=self._running,
             completed=self._counters.completed,
             failed=dict(self._counters.failed),
+            inline=self._counters.inline,
+            preempted=self._counters.preempted,
         )
 
     async def close(self) -> None:
@@ -360,7 +384,6 @@ class Dispatcher:
             enqueued_at=time.perf_counter(),
         )
         self._waiting.append(job)
-        self.observer.queue_depth(len(self._waiting))
         self._pump()
         try:
             result = await job.future
@@ -400,14 +423,27 @@ class Dispatcher:
         )
 
     def _pump(self) -> None:
-        """Apply the scheduling decision to the current queue snapshot."""
+        """Apply the scheduling decision until no job can start.
+
+        Jobs run inline hand their slot back at once, so the decision is taken
+        again; after ``inline_budget_s`` of that, the rest waits for the next
+        turn of the event loop, which has requests of its own to serve.
+        """
+        began = time.perf_counter()
+        while self._pump_once():
+            if time.perf_counter() - began > self.inline_budget_s:
+                asyncio.get_running_loop().call_soon(self._pump)
+                return
+
+    def _pump_once(self) -> bool:
+        """One scheduling decision, carried out; whether a slot was handed back meanwhile."""
         idle = self.slots - self._running
         if not self._waiting or (idle <= 0 and self._waiting[0].limits.deadline > time.monotonic()):
-            return
+            return False
         snapshot = (WaitingJob(j.job_id, j.limits.deadline) for j in self._waiting)
         decision = decide(snapshot, idle, time.monotonic())
         if not decision.start and not decision.expire:
-            return
+            return False
         # Chosen jobs are always a prefix-ordered subset from the head of the queue.
         chosen = set(decision.start) | set(decision.expire)
         by_id: dict[int, _Job] = {}
@@ -418,7 +454,6 @@ class Dispatcher:
             else:  # a live job skipped because no slot was left: keep its place
                 self._waiting.appendleft(job)
                 break
-        self.observer.queue_depth(len(self._waiting))
         for job_id in decision.expire:
             job = by_id[job_id]
             if not job.future.done():
@@ -429,17 +464,59 @@ class Dispatcher:
                         queued=True,
                     )
                 )
+        handed_back = bool(decision.expire)
         for job_id in decision.start:
-            self._start(by_id[job_id])
+            handed_back |= self._start(by_id[job_id])
+        return handed_back
 
-    def _start(self, job: _Job) -> None:
+    def _start(self, job: _Job) -> bool:
+        """Start ``job`` in a slot; whether it is already done (inline, or abandoned)."""
         if job.future.done():  # the caller went away while the job waited
-            self._pump()
-            return
-        self._running += 1
+            return True
         job.started_at = time.perf_counter()
+        if self._run_inline(job):
+            return True
+        self._running += 1
         loop = asyncio.get_running_loop()
         self._executor.submit(self._execute, loop, job)
+        return False
+
+    def _run_inline(self, job: _Job) -> bool:
+        """The inline fast path: whether ``job`` ran (and is done) on the event loop's thread."""
+        function = job.function
+        engine = function.engine
+        if not engine.preemptible or self.inline_budget_s <= 0:
+            return False
+        name = function.record.name
+        record = self._inline.get(name, InlineRecord())
+        if not runs_inline(
+            budget_s=self.inline_budget_s, preemptible=engine.preemptible,
+            input_bytes=sum(len(i.data) for s in job.inputs if s is not None for i in s.items),
+            record=record,
+        ):
+            if record.skip:
+                self._inline[name] = record.skipped()
+            return False
+        self._running += 1
+        result: InvocationResult | None = None
+        failure: Exception | None = None
+        cpu_began = time.thread_time()  # not wall time: waits for the GIL are not the function's
+        try:
+            result = engine.invoke_preemptible(function.artifact, job.inputs, job.limits,
+                                               self.inline_budget_s)
+        except Exception as exception:  # typed outcomes are final, as from a slot
+            failure = exception
+        finally:
+            self._running -= 1
+        abandoned = result is None and failure is None
+        self._inline[name] = after_inline(record, time.thread_time() - cpu_began,
+                                          self.inline_budget_s, preempted=abandoned)
+        if abandoned:
+            self._counters.preempted += 1
+            return False
+        self._counters.inline += 1
+        self._settle(job, result, failure)
+        return True
 
     def _execute(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
         """Runs on a slot thread: invoke, then hand the outcome back to the loop once."""
@@ -453,19 +530,27 @@ class Dispatcher:
 
     def _finish(self, job: _Job, result: InvocationResult | None,
                 exception: BaseException | None) -> None:
+        """A slot thread's job ended: settle it and hand the slot to the next one."""
         self._running -= 1
+        self._settle(job, result, exception)
+        self._pump()
+
+    @staticmethod
+    def _settle(job: _Job, result: InvocationResult | None,
+                exception: BaseException | None) -> None:
         if not job.future.done():
             if isinstance(exception, PappusError):
                 job.future.set_exception(exception)
             elif exception is not None:
-                # An engine bug must not take the worker down; report it as a crash.
-                job.future.set_exception(
-                    SandboxCrash(
-                        f"engine {job.function.engine.name!r} failed unexpectedly: "
-                        f"{type(exception).__name__}: {exception}",
-                        internal=True,
-                    )
-                )
+                job.future.set_exception(_engine_bug(job.function, exception))
             elif result is not None:
                 job.future.set_result(result)
-        self._pump()
+
+
+def _engine_bug(function: RegisteredFunction, exception: BaseException) -> SandboxCrash:
+    """An engine bug must not take the worker down; it is reported as a crash."""
+    return SandboxCrash(
+        f"engine {function.engine.name!r} failed unexpectedly: "
+        f"{type(exception).__name__}: {exception}",
+        internal=True,
+    )

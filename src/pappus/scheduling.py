@@ -62,3 +62,76 @@ def effective_timeout_ms(function_timeout_ms: int, requested_ms: int | None) -> 
     if requested_ms is None:
         return function_timeout_ms
     return max(1, min(function_timeout_ms, requested_ms))
+
+
+
+INLINE_SHARE = 0.25
+"""A function stays inline while its expected run time is within this share of the budget."""
+EXPECTATION_WEIGHT = 0.25
+"""Weight of the newest inline run in a function's expected run time (an exponential
+average: a single slow run, e.g. one that was charged the kernel's network work, does not
+move a function off the fast path)."""
+INLINE_MAX_INPUT_BYTES = 256 * 1024
+"""Inputs are copied into the sandbox before the budget can stop anything: keep that short."""
+BACKOFF_MIN = 8
+BACKOFF_MAX = 1024
+"""A function that proves long goes to slots for its next runs; the count doubles from
+:data:`BACKOFF_MIN` to :data:`BACKOFF_MAX` while its inline runs stay long."""
+
+
+@dataclass(frozen=True, slots=True)
+class InlineRecord:
+    """What the inline decision remembers about one function."""
+
+    expected_s: float | None = None
+    """Expected CPU time of an inline run; ``None`` before the first."""
+    skip: int = 0
+    """Runs still to send to slots before trying inline again."""
+    backoff: int = 0
+    """The length of the current skip; 0 while the function is short."""
+
+    def skipped(self) -> InlineRecord:
+        """The record after one run sent to a slot."""
+        return InlineRecord(self.expected_s, max(0, self.skip - 1), self.backoff)
+
+
+def runs_inline(*, budget_s: float, preemptible: bool, input_bytes: int,
+                record: InlineRecord) -> bool:
+    """Whether a job :func:`decide` starts should run on the event loop's thread.
+
+    Inline runs save the hand-over to a slot thread and back, which costs more
+    than a short function itself. The run still takes the slot ``decide``
+    gave it, in queue order. It is bounded by ``budget_s``: the engine
+    abandons it there, and the job goes to a slot thread. Chosen only where
+    that stays rare: the engine can preempt, the inputs are small (copying
+    them in cannot be interrupted), and the function is not backing off after
+    proving long (see :func:`after_inline`).
+    """
+    return (budget_s > 0 and preemptible and input_bytes <= INLINE_MAX_INPUT_BYTES
+            and record.skip == 0)
+
+
+def after_inline(record: InlineRecord, observed_s: float, budget_s: float, *,
+                 preempted: bool) -> InlineRecord:
+    """The record after an inline run that took ``observed_s`` of CPU (or was abandoned).
+
+    The function stays inline while its expected time is at most
+    :data:`INLINE_SHARE` of the budget. Beyond that (it would hold the loop
+    longer than the hand-over it saves, and leave the other cores idle), or
+    when a run was abandoned, its next runs go to slots, twice as many each
+    time it proves long again, so a long function costs the loop at most one
+    budget per :data:`BACKOFF_MAX` runs. The first run after a back-off starts
+    the expectation afresh, so one cold or unlucky run is forgotten. Slot runs
+    are not measured: under load their times include waits for the
+    interpreter lock, not the function's own work.
+    """
+    if preempted:
+        observed_s = max(observed_s, budget_s)
+    if record.expected_s is None or record.backoff:
+        expected = observed_s
+    else:
+        expected = record.expected_s + (observed_s - record.expected_s) * EXPECTATION_WEIGHT
+    if expected <= budget_s * INLINE_SHARE:
+        return InlineRecord(expected)
+    backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, record.backoff * 2))
+    return InlineRecord(expected, skip=backoff, backoff=backoff)

@@ -87,6 +87,7 @@ class Worker:
             sharding=sharding,
             observer=self.metrics,
             system_functions=system_functions,
+            inline_budget_s=settings.inline_budget_us / 1e6,
         )
         if settings.bin_preload_path is not None:
             from pappus.preload import apply_preload

@@ -90,6 +90,9 @@ class EngineStatistics:
     invocations: int
     failures: int
     mean_sandbox_start_us: float
+    preempted: int = 0
+    """Runs abandoned at a short budget by :meth:`Engine.invoke_preemptible` (then run
+    again in full); not counted in ``invocations``."""
 
 
 class InvocationCounters:
@@ -102,7 +105,7 @@ class InvocationCounters:
     def __init__(self, engine: str) -> None:
         self.engine = engine
         self._lock = threading.Lock()
-        self.prepared = self.invocations = self.failures = 0
+        self.prepared = self.invocations = self.failures = self.preempted = 0
         self._start_us_total = 0.0
 
     def __repr__(self) -> str:
@@ -113,6 +116,11 @@ class InvocationCounters:
         """One more function prepared."""
         with self._lock:
             self.prepared += 1
+
+    def count_preempted(self) -> None:
+        """One run abandoned at its budget (see :meth:`Engine.invoke_preemptible`)."""
+        with self._lock:
+            self.preempted += 1
 
     def invoke(self, call: Callable[[], InvocationResult]) -> InvocationResult:
         """Run ``call`` and count it; a :class:`~pappus.errors.SandboxError` is a failure."""
@@ -134,7 +142,7 @@ class InvocationCounters:
             succeeded = self.invocations - self.failures
             mean = self._start_us_total / succeeded if succeeded else 0.0
             return EngineStatistics(self.engine, self.prepared, self.invocations,
-                                    self.failures, mean)
+                                    self.failures, mean, self.preempted)
 
 
 class Artifact(ABC):
@@ -167,6 +175,27 @@ class Engine(ABC):
         ``inputs`` has one slot per declared input set (``None`` = absent).
         Returns the outputs, or raises a :class:`pappus.errors.SandboxError`.
         """
+
+    preemptible: bool = False
+    """Whether :meth:`invoke_preemptible` can run functions on the caller's thread."""
+
+    def invoke_preemptible(
+        self, artifact: Artifact, inputs: Sequence[DataSet | None], limits: Limits,
+        budget_s: float,
+    ) -> InvocationResult | None:
+        """Like :meth:`invoke`, but give up after about ``budget_s`` seconds and return ``None``.
+
+        This lets the dispatcher run a short function on the event loop's own
+        thread, saving two thread hand-overs. Functions are pure (they see only
+        their inputs, and their outputs are discarded unless the run finishes),
+        so an abandoned run has no observable effect and is simply run again in
+        full on a compute slot. Every outcome other than running out of budget
+        (outputs, ``crash``, ``out_of_memory``...) is final, exactly as from
+        :meth:`invoke`. Only engines that stop a run within about the budget
+        without the function's cooperation, and never wait on I/O meanwhile, set
+        :attr:`preemptible`; the default gives up at once.
+        """
+        return None
 
     @abstractmethod
     def statistics(self) -> EngineStatistics:

@@ -34,11 +34,15 @@ from pappus.worker import Worker
 logger = logging.getLogger(__name__)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every response: ``json.dumps`` with options builds a new one per call."""
+
+
 class JSON(JSONResponse):
     """Compact JSON responses (no spaces): smaller and faster to encode."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _ENCODER.encode(content).encode("utf-8")
 
 
 def error_response(error: PappusError) -> JSON:
@@ -129,10 +133,12 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
             result = await worker.dispatcher.invoke(name, inputs, timeout_ms=timeout_ms)
             result.timings.decode_us = decode_us
         except PappusError as error:
-            worker.metrics.requests.labels(outcome=error.type).inc()
+            worker.metrics.request_finished(error.type)
             raise
-        worker.metrics.requests.labels(outcome="ok").inc()
-        as_text = request.query_params.get("output") == "text"
+        worker.metrics.request_finished("ok")
+        # Most requests have no query string: skip parsing one.
+        as_text = bool(request.scope["query_string"]) and (
+            request.query_params.get("output") == "text")
         return JSON({"sets": codec.encode_sets(result.outputs, as_text=as_text),
                      "timings": result.timings.to_json()})
 
@@ -146,6 +152,7 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         return JSON({
             "slots": s.slots, "queue_capacity": s.queue_capacity, "queued": s.queued,
             "running": s.running, "completed": s.completed, "failed": s.failed,
+            "inline": s.inline, "preempted": s.preempted,
             "engines": {
                 name: dataclasses.asdict(engine.statistics())
                 for name, engine in worker.registry.engines.items()
@@ -172,6 +179,9 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         await worker.start()
         worker.metrics.add_gauge(
             "pappus_compute_slots", "Compute slots", lambda: worker.dispatcher.slots)
+        worker.metrics.add_gauge(
+            "pappus_queue_depth", "Function jobs waiting for a compute slot",
+            lambda: worker.dispatcher.statistics().queued)
         if on_ready is not None:
             on_ready()
         try:

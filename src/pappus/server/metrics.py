@@ -7,6 +7,7 @@ never share counters.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -23,7 +24,11 @@ SANDBOX_START_BUCKETS = (
 
 
 class Metrics(InvocationObserver):
-    """The worker's Prometheus collectors."""
+    """The worker's Prometheus collectors.
+
+    Labelled children are looked up once and kept: ``labels()`` costs a lock
+    and several dictionary operations on every call, on the request path.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -40,27 +45,32 @@ class Metrics(InvocationObserver):
             "pappus_sandbox_start_seconds", "Time to create a fresh sandbox (store+instance)",
             buckets=SANDBOX_START_BUCKETS, registry=self.registry,
         )
-        self.queue = Gauge(
-            "pappus_queue_depth", "Function jobs waiting for a compute slot",
-            registry=self.registry,
-        )
         self.requests = Counter(
             "pappus_http_requests", "HTTP invocation requests by outcome",
             ["outcome"], registry=self.registry,
         )
+        self._invocation_children: dict[tuple[str, str], Any] = {}
+        self._request_children: dict[str, Any] = {}
 
     def function_finished(
         self, name: str, outcome: str, seconds: float, result: InvocationResult | None
     ) -> None:
         """Count one function run and observe its latency and sandbox start time."""
-        self.invocations.labels(function=name, outcome=outcome).inc()
+        child = self._invocation_children.get((name, outcome))
+        if child is None:
+            child = self.invocations.labels(function=name, outcome=outcome)
+            self._invocation_children[(name, outcome)] = child
+        child.inc()
         self.latency.observe(seconds)
         if result is not None and "sandbox_start" in result.timings_us:
             self.sandbox_start.observe(result.timings_us["sandbox_start"] / 1e6)
 
-    def queue_depth(self, depth: int) -> None:
-        """Track the waiting-job count."""
-        self.queue.set(depth)
+    def request_finished(self, outcome: str) -> None:
+        """Count one HTTP invocation request that ended with ``outcome``."""
+        child = self._request_children.get(outcome)
+        if child is None:
+            child = self._request_children[outcome] = self.requests.labels(outcome=outcome)
+        child.inc()
 
     def add_gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """Expose a value computed at scrape time."""

@@ -193,12 +193,38 @@ class WasmEngine(Engine):
         ``timings_us``: ``sandbox_start`` (file system, Store, instance),
         ``run`` (``_start``), ``output`` (sandbox teardown, output sets).
         """
-        if not isinstance(artifact, WasmArtifact):
-            raise TypeError(f"the wasm engine cannot run {artifact!r}")
-        return self._counters.invoke(lambda: self._invoke(artifact, inputs, limits))
+        checked = _checked(artifact)
+        return self._counters.invoke(
+            lambda: self._invoke(checked, inputs, limits, self._slot(), None))
+
+    preemptible = True
+
+    def invoke_preemptible(self, artifact: Artifact, inputs: Sequence[DataSet | None],
+                           limits: Limits, budget_s: float) -> InvocationResult | None:
+        """:meth:`invoke`, stopped by the epoch ticker at the first tick after ``budget_s``.
+
+        Gives up at once (``None``) when every pooled instance is in use, so the
+        caller never waits for one.
+        """
+        checked = _checked(artifact)
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            return None
+        preempt_at = time.monotonic() + budget_s
+        try:
+            return self._counters.invoke(
+                lambda: self._invoke(checked, inputs, limits, contextlib.nullcontext(),
+                                     preempt_at if preempt_at < limits.deadline else None))
+        except _Preempted:
+            self._counters.count_preempted()
+            return None
+        finally:
+            if self._slots is not None:
+                self._slots.release()
 
     def _invoke(self, artifact: WasmArtifact, inputs: Sequence[DataSet | None],
-                limits: Limits) -> InvocationResult:
+                limits: Limits, slot: contextlib.AbstractContextManager[object],
+                preempt_at: float | None) -> InvocationResult:
+        """One run; with ``preempt_at``, an interrupt (at that time) is :class:`_Preempted`."""
         spec = artifact.spec
         began = time.perf_counter()
         if artifact.min_memory_bytes > limits.memory_bytes:
@@ -210,14 +236,16 @@ class WasmEngine(Engine):
             {name: inputs[i] if i < len(inputs) else None
              for i, name in enumerate(spec.input_sets)},
             spec.output_sets, limits.max_output_bytes, program_name=spec.name)
-        with self._ticker, self._slot():
+        with self._ticker, slot:
             if limits.remaining() <= 0:
                 raise InvocationTimeout(f"{spec.name!r} reached its deadline before starting")
             with native.Sandbox(self._engine, limits.memory_bytes, new_state(fs)) as sandbox:
-                self._ticker.arm(sandbox, limits.deadline)
-                self._guard(spec, fs, sandbox, limits, sandbox.instantiate, artifact.pre)
+                self._ticker.arm(sandbox, preempt_at if preempt_at is not None
+                                 else limits.deadline)
+                guard = _Guard(spec, fs, sandbox, limits, preempted=preempt_at is not None)
+                guard.run(sandbox.instantiate, artifact.pre)
                 started = time.perf_counter()
-                exit_code = self._guard(spec, fs, sandbox, limits, sandbox.call_start)
+                exit_code = guard.run(sandbox.call_start)
                 finished = time.perf_counter()
         outputs = fs.collect_outputs()
         ended = time.perf_counter()
@@ -225,9 +253,32 @@ class WasmEngine(Engine):
                    "run": (finished - started) * 1e6, "output": (ended - finished) * 1e6}
         return InvocationResult(outputs, exit_code, timings)
 
-    def _guard(self, spec: FunctionSpec, fs: SetFileSystem, sandbox: native.Sandbox,
-               limits: Limits, step: Callable[..., None], *args: object) -> int:
-        """Run ``step`` (instantiate or ``_start``); translate how it ended into an exit code."""
+    # -- observation and shutdown --------------------------------------------------------
+
+    def statistics(self) -> EngineStatistics:
+        """Counters since the engine was created."""
+        return self._counters.snapshot()
+
+    def close(self) -> None:
+        """Stop the epoch ticker. Idempotent; the engine cannot run calls afterwards."""
+        self._ticker.close()
+
+
+class _Preempted(Exception):
+    """A preemptible run reached its budget (not its deadline); its outputs are discarded."""
+
+
+class _Guard:
+    """Runs a step (instantiate or ``_start``) and translates how it ended into an exit code."""
+
+    def __init__(self, spec: FunctionSpec, fs: SetFileSystem, sandbox: native.Sandbox,
+                 limits: Limits, *, preempted: bool) -> None:
+        self.spec, self.fs, self.sandbox, self.limits = spec, fs, sandbox, limits
+        self.preempted = preempted
+        """Whether an interrupt means the budget of :meth:`WasmEngine.invoke_preemptible`."""
+
+    def run(self, step: Callable[..., None], *args: object) -> int:
+        spec, fs, sandbox, limits = self.spec, self.fs, self.sandbox, self.limits
         try:
             step(*args)
             exit_code = 0
@@ -244,6 +295,8 @@ class WasmEngine(Engine):
             if _memory_exhausted(sandbox, limits):
                 raise _out_of_memory(spec, fs, limits) from trap
             if trap.trap_code == wasmtime.TrapCode.INTERRUPT:
+                if self.preempted:
+                    raise _Preempted from trap
                 raise InvocationTimeout(f"{spec.name!r} ran past its deadline and was stopped",
                                         **fs.stderr_detail(STDERR_TAIL_BYTES)) from trap
             reason, backtrace = _describe_trap(trap)
@@ -260,15 +313,11 @@ class WasmEngine(Engine):
             raise _out_of_memory(spec, fs, limits)
         return exit_code
 
-    # -- observation and shutdown --------------------------------------------------------
 
-    def statistics(self) -> EngineStatistics:
-        """Counters since the engine was created."""
-        return self._counters.snapshot()
-
-    def close(self) -> None:
-        """Stop the epoch ticker. Idempotent; the engine cannot run calls afterwards."""
-        self._ticker.close()
+def _checked(artifact: Artifact) -> WasmArtifact:
+    if not isinstance(artifact, WasmArtifact):
+        raise TypeError(f"the wasm engine cannot run {artifact!r}")
+    return artifact
 
 
 def _memory_exhausted(sandbox: native.Sandbox, limits: Limits) -> bool:
