@@ -79,13 +79,15 @@ def stdout(result_sets: tuple[DataSet, ...]) -> bytes:
 
 
 async def test_short_functions_run_inline_with_the_same_results(dispatcher: Dispatcher) -> None:
-    for n in range(20):
+    runs = 60
+    for n in range(runs):
         result = await dispatcher.invoke("stdio", [stdio_set(f"in {n}".encode())])
         assert f"in {n}".encode() in stdout(result.outputs)
     stats = dispatcher.statistics()
-    assert stats.completed == 20
-    # A cold first run (first use of a pooled instance) may prove long and back off once.
-    assert stats.inline >= 20 - BACKOFF_MIN, stats
+    assert stats.completed == runs
+    # A cold first run (first use of a pooled instance) may prove long and back off, and
+    # on a busy machine once more: 8, then 16 runs on slots.
+    assert stats.inline >= runs - 3 * BACKOFF_MIN, stats
     assert stats.preempted == 0
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import wasmtime
 
-from pappus.engines.wasm.ticker import EpochTicker
+from pappus.engines.wasm.ticker import LINGER_S, EpochTicker
 from tests.engines.support import wat2wasm
 
 
@@ -49,14 +49,26 @@ def test_idle_time_does_not_count() -> None:
     ticker = EpochTicker(wasmtime.Engine(), 0.002)
     with ticker:
         time.sleep(0.02)
+    time.sleep(LINGER_S + 0.05)  # lingers, then parks
     epoch = ticker.epoch
-    time.sleep(0.1)  # idle: no ticks, and no burst of catch-up ticks afterwards
+    time.sleep(0.1)  # parked: no ticks, and no burst of catch-up ticks afterwards
+    assert ticker.epoch == epoch
     target = Target()
     with ticker:
         assert ticker.epoch <= epoch + 1
         ticker.arm(target, time.monotonic() + 0.02)
         assert target.ticks is not None
         assert target.ticks <= 11
+    ticker.close()
+
+
+def test_keeps_ticking_briefly_after_the_last_invocation() -> None:
+    ticker = EpochTicker(wasmtime.Engine(), 0.002)
+    with ticker:
+        time.sleep(0.01)
+    epoch = ticker.epoch
+    time.sleep(LINGER_S / 2)
+    assert ticker.epoch > epoch  # still ticking: the next invocation need not wake it
     ticker.close()
 
 

@@ -190,6 +190,8 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
             await worker.stop()
 
     routes = [
+        # Starlette tries routes in order: the hot one first (each miss costs ~1.3 µs).
+        Route("/v1/invoke/{name}", invoke, methods=["POST"]),
         Route("/v1/functions", add_function, methods=["POST"]),
         Route("/v1/functions", list_functions, methods=["GET"]),
         Route("/v1/functions/{name}", get_function, methods=["GET"]),
@@ -198,7 +200,6 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         Route("/v1/compositions", list_compositions, methods=["GET"]),
         Route("/v1/compositions/{name}", get_composition, methods=["GET"]),
         Route("/v1/compositions/{name}", delete_composition, methods=["DELETE"]),
-        Route("/v1/invoke/{name}", invoke, methods=["POST"]),
         Route("/v1/stats", stats, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

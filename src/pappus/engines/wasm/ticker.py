@@ -12,7 +12,10 @@ two threads invoking functions flat out at most 7 ms late. A store is armed
 for the first epoch at or after its deadline, so it is never stopped early.
 
 The thread starts with the first invocation and sleeps (on a condition, not
-ticking) while no invocation runs; :meth:`EpochTicker.close` stops it.
+ticking) once no invocation has run for :data:`LINGER_S`; :meth:`EpochTicker.close`
+stops it. The linger matters for short invocations back to back (the inline fast
+path runs them one after another on one thread): parking after each one would make
+the next one wake the thread, which then competes for the GIL, every few invocations.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import time
 from typing import Protocol
 
 import wasmtime
+
+LINGER_S = 0.1
+"""How long the ticker keeps ticking after the last invocation ended."""
 
 
 class Armable(Protocol):
@@ -42,6 +48,7 @@ class EpochTicker:
         self.tick_s = tick_s
         self._condition = threading.Condition(threading.Lock())  # not an RLock: cheaper
         self._active = 0
+        self._idle_since = 0.0
         self._closed = False
         self._thread: threading.Thread | None = None
         self._epoch = 0
@@ -59,7 +66,8 @@ class EpochTicker:
     def _run(self) -> None:
         while True:
             with self._condition:
-                while self._active == 0 and not self._closed:
+                while (self._active == 0 and not self._closed
+                       and time.monotonic() - self._idle_since >= LINGER_S):
                     self._condition.wait()
                 if self._closed:
                     return
@@ -89,6 +97,8 @@ class EpochTicker:
     def __exit__(self, *exc_info: object) -> None:
         with self._condition:
             self._active -= 1
+            if self._active == 0:
+                self._idle_since = time.monotonic()
 
     def arm(self, target: Armable, deadline: float) -> None:
         """Make ``target`` trap at the first tick at or after ``deadline`` (monotonic time).
