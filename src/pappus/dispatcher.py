@@ -10,7 +10,10 @@ sandbox for long. The one exception is the *inline* fast path
 preemptible engine runs on the event loop's thread, in the slot it was given,
 bounded by ``inline_budget_s``; a run that reaches the budget is abandoned
 (functions are pure, so nothing of it is observable) and goes to the slot's
-thread like any other. Compositions are executed by :func:`pappus.composition.run_composition`,
+thread like any other. Jobs on engines whose sandboxes run on their own
+(processes, :attr:`pappus.engines.base.Engine.startable`) are started from the
+loop and waited for on a descriptor (:func:`pappus.scheduling.runs_apart`),
+still one per slot. Compositions are executed by :func:`pappus.composition.run_composition`,
 whose ``call`` re-enters :meth:`Dispatcher._run_entry` for every shard, so nested
 compositions and sharded functions share the same queue and slots.
 """
@@ -24,16 +27,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from pappus.composition import (
     AnySharding,
     CompositionGraph,
-    Signature,
     build_compositions,
     run_composition,
 )
-from pappus.engines.base import InvocationResult, Limits
+from pappus.engines.base import InvocationResult, Limits, PendingRun
 from pappus.errors import (
     CompositionInvalid,
     FunctionFailed,
@@ -42,6 +43,13 @@ from pappus.errors import (
     Overloaded,
     PappusError,
     SandboxCrash,
+)
+from pappus.invocation import (
+    DispatcherStatistics,
+    Invocation,
+    InvocationObserver,
+    SystemFunction,
+    Timings,
 )
 from pappus.model import DataSet, absent_if_empty
 from pappus.registry import Entry, RegisteredFunction, Registry
@@ -52,94 +60,17 @@ from pappus.scheduling import (
     after_inline,
     decide,
     effective_timeout_ms,
+    runs_apart,
     runs_inline,
 )
 
 STDERR_TAIL_BYTES = 4096
 
 
-class SystemFunction(Protocol):
-    """A trusted communication function run by the worker itself (e.g. ``HTTP``)."""
-
-    name: str
-    signature: Signature
-
-    async def run(self, inputs: Sequence[DataSet | None],
-                  deadline: float) -> list[DataSet | None]:
-        """Perform the I/O for ``inputs`` before ``deadline`` (monotonic seconds)."""
-        ...
 COMPOSITION_GRACE_S = 0.5
 """Extra time a composition waits past its deadline for engines to report ``timeout``."""
 DEFAULT_INLINE_BUDGET_S = 0.001
 """How long an inline run may hold the event loop before it is moved to a slot."""
-
-
-@dataclass(frozen=True, slots=True)
-class DispatcherStatistics:
-    """A snapshot of the dispatcher's state."""
-
-    slots: int
-    queue_capacity: int
-    queued: int
-    running: int
-    completed: int
-    failed: dict[str, int]
-    inline: int = 0
-    """Function runs completed on the event loop's thread (the inline fast path)."""
-    preempted: int = 0
-    """Inline runs abandoned at the budget and run again on a slot."""
-
-
-@dataclass(slots=True)
-class Timings:
-    """Per-invocation timing record (microseconds), summed over all function runs.
-
-    Comparable to Dandelion's timestamps: ``decode_us`` (request
-    deserialisation, set by the frontend), ``queue_us`` (waiting for a compute
-    slot), ``sandbox_start_us`` (preparing the sandbox: context or file
-    system, instance or process), ``run_us``, ``output_us`` (reading outputs
-    back), ``io_us`` (communication functions), ``total_us`` (dispatcher entry
-    to result). Registration-time preparation (compilation, ELF checks) is
-    not part of an invocation.
-    """
-
-    decode_us: float = 0.0
-    queue_us: float = 0.0
-    sandbox_start_us: float = 0.0
-    run_us: float = 0.0
-    output_us: float = 0.0
-    io_us: float = 0.0
-    functions: int = 0
-    total_us: float = 0.0
-
-    def add(self, queue_us: float, result: InvocationResult) -> None:
-        """Account one finished function run."""
-        self.functions += 1
-        self.queue_us += queue_us
-        self.sandbox_start_us += result.timings_us.get("sandbox_start", 0.0)
-        self.run_us += result.timings_us.get("run", 0.0)
-        self.output_us += result.timings_us.get("output", 0.0)
-
-    def to_json(self) -> dict[str, float]:
-        """Rounded figures for the API response."""
-        return {
-            "decode_us": round(self.decode_us, 1),
-            "queue_us": round(self.queue_us, 1),
-            "sandbox_start_us": round(self.sandbox_start_us, 1),
-            "run_us": round(self.run_us, 1),
-            "output_us": round(self.output_us, 1),
-            "io_us": round(self.io_us, 1),
-            "functions": self.functions,
-            "total_us": round(self.total_us, 1),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Invocation:
-    """The result of a top-level invocation: one set per declared output, in order."""
-
-    outputs: tuple[DataSet, ...]
-    timings: Timings
 
 
 @dataclass(slots=True)
@@ -159,15 +90,7 @@ class _Counters:
     failed: Counter[str] = field(default_factory=Counter)
     inline: int = 0
     preempted: int = 0
-
-
-class InvocationObserver:
-    """Hook for metrics: called on the event loop after every function run."""
-
-    def function_finished(
-        self, name: str, outcome: str, seconds: float, result: InvocationResult | None
-    ) -> None:
-        """One function invocation ended with ``outcome`` (``ok`` or an error type)."""
+    apart: int = 0
 
 
 class Dispatcher:
@@ -205,6 +128,8 @@ class Dispatcher:
         self.inline_budget_s = inline_budget_s
         self._inline: dict[str, InlineRecord] = {}
         """The inline decision's memory, per function name."""
+        self._apart: dict[PendingRun, _Job] = {}
+        """Runs started on their own, waited for by the event loop."""
 
     def __repr__(self) -> str:
         return (
@@ -223,6 +148,7 @@ class Dispatcher:
             failed=dict(self._counters.failed),
             inline=self._counters.inline,
             preempted=self._counters.preempted,
+            apart=self._counters.apart,
         )
 
     async def close(self) -> None:
@@ -233,6 +159,8 @@ class Dispatcher:
             if not job.future.done():
                 job.future.set_exception(Overloaded("the worker is shutting down"))
         await asyncio.to_thread(self._executor.shutdown, wait=True)
+        while self._apart:  # each ends by its deadline at the latest
+            await asyncio.sleep(0.005)
 
     # -- public entry --------------------------------------------------------
 
@@ -476,9 +404,41 @@ class Dispatcher:
         job.started_at = time.perf_counter()
         if self._run_inline(job):
             return True
+        engine = job.function.engine
+        if runs_apart(startable=engine.startable, input_bytes=_input_bytes(job)):
+            return self._start_apart(job)
         self._running += 1
         loop = asyncio.get_running_loop()
         self._executor.submit(self._execute, loop, job)
+        return False
+
+    def _start_apart(self, job: _Job) -> bool:
+        """Start ``job``'s sandbox from the loop and wait for it there; whether it is done."""
+        function = job.function
+        try:
+            pending = function.engine.start(function.artifact, job.inputs, job.limits)
+        except Exception as exception:  # settled here; the caller takes the next decision
+            self._settle(job, None, exception)
+            return True
+        self._running += 1
+        self._counters.apart += 1
+        self._apart[pending] = job
+        loop = asyncio.get_running_loop()
+        descriptor = pending.fileno()
+        timer = loop.call_later(max(0.0, job.limits.deadline - time.monotonic()), pending.stop)
+
+        def ended() -> None:
+            loop.remove_reader(descriptor)
+            timer.cancel()
+            del self._apart[pending]
+            try:
+                result = pending.finish()
+            except Exception as exception:
+                self._finish(job, None, exception)
+            else:
+                self._finish(job, result, None)
+
+        loop.add_reader(descriptor, ended)
         return False
 
     def _run_inline(self, job: _Job) -> bool:
@@ -489,11 +449,8 @@ class Dispatcher:
             return False
         name = function.record.name
         record = self._inline.get(name, InlineRecord())
-        if not runs_inline(
-            budget_s=self.inline_budget_s, preemptible=engine.preemptible,
-            input_bytes=sum(len(i.data) for s in job.inputs if s is not None for i in s.items),
-            record=record,
-        ):
+        if not runs_inline(budget_s=self.inline_budget_s, preemptible=engine.preemptible,
+                           input_bytes=_input_bytes(job), record=record):
             if record.skip:
                 self._inline[name] = record.skipped()
             return False
@@ -545,6 +502,11 @@ class Dispatcher:
                 job.future.set_exception(_engine_bug(job.function, exception))
             elif result is not None:
                 job.future.set_result(result)
+
+
+def _input_bytes(job: _Job) -> int:
+    return sum(len(item.data) for data_set in job.inputs if data_set is not None
+               for item in data_set.items)
 
 
 def _engine_bug(function: RegisteredFunction, exception: BaseException) -> SandboxCrash:

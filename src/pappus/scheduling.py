@@ -111,6 +111,17 @@ def runs_inline(*, budget_s: float, preemptible: bool, input_bytes: int,
             and record.skip == 0)
 
 
+def runs_apart(*, startable: bool, input_bytes: int) -> bool:
+    """Whether a job that does not run inline should be waited for by the event loop.
+
+    Engines whose sandboxes run on their own (processes) can be started from
+    the loop and waited for on a descriptor, which saves the hand-over to a
+    slot thread and back. Setting up copies the inputs on the loop's thread,
+    so only small inputs go this way; larger ones are set up on a slot thread.
+    """
+    return startable and input_bytes <= INLINE_MAX_INPUT_BYTES
+
+
 def after_inline(record: InlineRecord, observed_s: float, budget_s: float, *,
                  preempted: bool) -> InlineRecord:
     """The record after an inline run that took ``observed_s`` of CPU (or was abandoned).

@@ -127,14 +127,18 @@ class InvocationCounters:
         try:
             result = call()
         except SandboxError:
-            with self._lock:
-                self.invocations += 1
-                self.failures += 1
+            self.count_failure()
             raise
         with self._lock:
             self.invocations += 1
             self._start_us_total += result.timings_us.get("sandbox_start", 0.0)
         return result
+
+    def count_failure(self) -> None:
+        """One invocation that ended with a typed outcome before producing a result."""
+        with self._lock:
+            self.invocations += 1
+            self.failures += 1
 
     def snapshot(self) -> EngineStatistics:
         """The counters as an :class:`EngineStatistics` record."""
@@ -149,6 +153,31 @@ class Artifact(ABC):
     """An engine's prepared, immutable form of one function (compiled module, ELF image...)."""
 
     spec: FunctionSpec
+
+
+class PendingRun(ABC):
+    """A sandbox started by :meth:`Engine.start` that runs on its own (a process).
+
+    The owner waits until :meth:`fileno` is readable, or calls :meth:`stop` when
+    the deadline passes (the descriptor becomes readable soon after), then calls
+    :meth:`finish` exactly once.
+    """
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when the sandbox has ended."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """End the sandbox now (the deadline passed); :meth:`finish` then reports ``timeout``."""
+
+    @abstractmethod
+    def finish(self) -> InvocationResult:
+        """Release the sandbox; its outputs, or the typed outcome, as :meth:`Engine.invoke`.
+
+        Call only once :meth:`fileno` is readable or after :meth:`stop` (it may
+        wait for the sandbox to end otherwise).
+        """
 
 
 class Engine(ABC):
@@ -196,6 +225,22 @@ class Engine(ABC):
         :attr:`preemptible`; the default gives up at once.
         """
         return None
+
+    startable: bool = False
+    """Whether :meth:`start` runs sandboxes on their own, to be waited for on a descriptor."""
+
+    def start(self, artifact: Artifact, inputs: Sequence[DataSet | None],
+              limits: Limits) -> PendingRun:
+        """Start ``artifact`` in a fresh sandbox and return without waiting for it.
+
+        The dispatcher waits on :meth:`PendingRun.fileno` in its event loop
+        instead of holding a slot thread, which saves two thread hand-overs per
+        invocation. Only engines whose sandbox runs on its own (a process) set
+        :attr:`startable`; their :meth:`invoke` is ``start``, a wait and
+        ``finish``. Setting up may block briefly (building the sandbox's memory).
+        Raises a :class:`pappus.errors.SandboxError` if the sandbox cannot start.
+        """
+        raise NotImplementedError(f"the {self.name} engine cannot start runs on their own")
 
     @abstractmethod
     def statistics(self) -> EngineStatistics:

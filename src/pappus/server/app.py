@@ -152,7 +152,7 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         return JSON({
             "slots": s.slots, "queue_capacity": s.queue_capacity, "queued": s.queued,
             "running": s.running, "completed": s.completed, "failed": s.failed,
-            "inline": s.inline, "preempted": s.preempted,
+            "inline": s.inline, "preempted": s.preempted, "apart": s.apart,
             "engines": {
                 name: dataclasses.asdict(engine.statistics())
                 for name, engine in worker.registry.engines.items()

@@ -11,9 +11,11 @@
   and is used for this one invocation only. The server is never forked, so
   nothing of its memory reaches the function; the runner maps only the
   context.
-* **Deadline**: the engine waits on a pidfd until the deadline and then
-  kills the process (``SIGKILL``) — no cooperation needed. ``RLIMIT_CPU``
-  (deadline + 1 s) is a second, independent bound.
+* **Deadline**: whoever waits for the run (the dispatcher's event loop via
+  :meth:`ProcessEngine.start`, or :meth:`ProcessEngine.invoke`) waits on a
+  pidfd until the deadline and then kills the process (``SIGKILL``) — no
+  cooperation needed. ``RLIMIT_CPU`` (deadline + 1 s) is a second,
+  independent bound.
 * **Memory**: the context is the function's only writable memory besides the
   runner's few pages; ``mmap``/``brk`` are denied, so the context size (the
   memory bound, rounded up to 1 MiB) bounds it.
@@ -28,6 +30,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
@@ -46,6 +49,7 @@ from pappus.engines.base import (
     InvocationCounters,
     InvocationResult,
     Limits,
+    PendingRun,
 )
 from pappus.engines.native_build import default_cache_dir
 from pappus.engines.process import layout
@@ -54,7 +58,7 @@ from pappus.engines.process.outcome import REPORT_STATUS, RunnerExit, classify_e
 from pappus.engines.process.policy import compile_filter, filter_bytes
 from pappus.engines.process.pool import Runner, RunnerPool, start_runner
 from pappus.engines.process.runner import ensure_runner
-from pappus.errors import InvalidBinary, OutOfMemory
+from pappus.errors import InvalidBinary, OutOfMemory, SandboxError
 from pappus.model import DataSet
 
 PARAMS = struct.Struct("<8Q")
@@ -134,17 +138,36 @@ class ProcessEngine(Engine):
         self._counters.count_prepared()
         return ProcessArtifact(spec, image, self._filter)
 
+    startable = True
+
     def invoke(self, artifact: Artifact, inputs: Sequence[DataSet | None],
                limits: Limits) -> InvocationResult:
         """Run the function once in a fresh process; see the module docstring."""
+        pending = self.start(artifact, inputs, limits)
+        try:
+            pending.wait(limits.deadline)
+        except BaseException:
+            pending.stop()
+            with contextlib.suppress(Exception):
+                pending.finish()
+            raise
+        return pending.finish()
+
+    def start(self, artifact: Artifact, inputs: Sequence[DataSet | None],
+              limits: Limits) -> _PendingProcess:
+        """Build the context and hand it to a started runner; the process then runs alone."""
         if not isinstance(artifact, ProcessArtifact):
             raise TypeError(f"not a process artifact: {artifact!r}")
         if self._closed:
             raise RuntimeError("the process engine is closed")
-        return self._counters.invoke(lambda: self._invoke(artifact, inputs, limits))
+        try:
+            return self._start(artifact, inputs, limits)
+        except SandboxError:
+            self._counters.count_failure()
+            raise
 
-    def _invoke(self, artifact: ProcessArtifact, inputs: Sequence[DataSet | None],
-                limits: Limits) -> InvocationResult:
+    def _start(self, artifact: ProcessArtifact, inputs: Sequence[DataSet | None],
+               limits: Limits) -> _PendingProcess:
         started = time.perf_counter()
         spec = artifact.spec
         size = layout.bounded_context_size(spec.name, spec.context_size, limits.memory_bytes)
@@ -154,32 +177,11 @@ class ProcessEngine(Engine):
         memfd = _context_memfd(self._params(artifact, context, limits), context)
         try:
             runner = self._hand_over(memfd)
-            spawned = time.perf_counter()
-            status, killed = _wait(runner, limits.deadline)
-            finished = time.perf_counter()
-
-            def read(address: int, length: int) -> bytes:
-                return os.pread(memfd, length, address)
-
-            reported = os.WIFEXITED(status) and os.WEXITSTATUS(status) == REPORT_STATUS
-            report = read(size - layout.STACK_OFFSET, layout.STACK_OFFSET) if reported else b""
-            classify_exit(spec.name, RunnerExit(status, killed, report))
-            system_data = layout.read_system_data(read, artifact.image)
-            if system_data.exit_code == SDK_EXIT_OUT_OF_MEMORY:
-                raise OutOfMemory(f"{spec.name!r} ran out of heap (SDK exit code 259) in its "
-                                  f"{size}-byte context; raise the memory bound",
-                                  memory_bytes=limits.memory_bytes)
-            outputs = layout.read_outputs(read, context, system_data, spec.output_sets,
-                                          limits.max_output_bytes)
-            exit_code = system_data.exit_code
-        finally:
+        except BaseException:
             os.close(memfd)
-        done = time.perf_counter()
-        return InvocationResult(outputs, exit_code, {
-            "sandbox_start": (spawned - started) * 1e6,
-            "run": (finished - spawned) * 1e6,
-            "output": (done - finished) * 1e6,
-        })
+            raise
+        return _PendingProcess(self._counters, artifact, limits=limits, context=context,
+                               memfd=memfd, runner=runner, started=started)
 
     def _hand_over(self, memfd: int) -> Runner:
         """Give the context to a started runner (a fresh one if a waiting one died)."""
@@ -234,29 +236,87 @@ def _context_memfd(params: bytes, context: layout.Context) -> int:
     return fd
 
 
-def _wait(runner: Runner, deadline: float) -> tuple[int, bool]:
-    """Wait for ``runner`` until ``deadline``; kill it then. Returns (wait status, killed by us)."""
-    killed = False
-    pid, pidfd = runner.pid, runner.pidfd
-    try:
+class _PendingProcess(PendingRun):
+    """A runner that has its context and runs the function on its own."""
+
+    def __init__(self, counters: InvocationCounters, artifact: ProcessArtifact, *,
+                 limits: Limits, context: layout.Context, memfd: int, runner: Runner,
+                 started: float) -> None:
+        self._counters = counters
+        self._artifact = artifact
+        self._limits = limits
+        self._context = context
+        self._memfd = memfd
+        self._runner = runner
+        self._started = started
+        self._spawned = time.perf_counter()
+        self._killed = False
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return f"<pending {self._artifact.spec.name!r} pid={self._runner.pid}>"
+
+    def fileno(self) -> int:
+        """The runner's pidfd: readable once the process has exited."""
+        return self._runner.pidfd
+
+    def wait(self, deadline: float) -> None:
+        """Block until the process exits, stopping it at ``deadline``."""
         poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
+        poller.register(self._runner.pidfd, select.POLLIN)
         while True:
             remaining_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
             if poller.poll(remaining_ms):
-                break
+                return
             if time.monotonic() >= deadline:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                killed = True
-                break
-        _, status = os.waitpid(pid, 0)
-    except BaseException:
-        if not killed:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        raise
-    finally:
-        os.close(pidfd)
-        runner.channel.close()  # after the exit: closing earlier costs the run a wake-up
-    return status, killed
+                self.stop()
+                return
 
+    def stop(self) -> None:
+        """SIGKILL the process (the deadline passed); the run is then a ``timeout``."""
+        if not self._finished:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._runner.pidfd, signal.SIGKILL)
+            self._killed = True
+
+    def finish(self) -> InvocationResult:
+        """Reap the process, then classify its end and read the outputs (counted)."""
+        if self._finished:
+            raise RuntimeError(f"{self!r} is already finished")
+        self._finished = True
+        return self._counters.invoke(self._finish)
+
+    def _finish(self) -> InvocationResult:
+        spec, limits, context, memfd = (self._artifact.spec, self._limits, self._context,
+                                        self._memfd)
+        size = context.size
+        try:
+            try:
+                _, status = os.waitpid(self._runner.pid, 0)
+            finally:
+                os.close(self._runner.pidfd)
+                self._runner.channel.close()  # after the exit: closing earlier costs a wake-up
+            finished = time.perf_counter()
+
+            def read(address: int, length: int) -> bytes:
+                return os.pread(memfd, length, address)
+
+            reported = os.WIFEXITED(status) and os.WEXITSTATUS(status) == REPORT_STATUS
+            report = read(size - layout.STACK_OFFSET, layout.STACK_OFFSET) if reported else b""
+            classify_exit(spec.name, RunnerExit(status, self._killed, report))
+            system_data = layout.read_system_data(read, self._artifact.image)
+            if system_data.exit_code == SDK_EXIT_OUT_OF_MEMORY:
+                raise OutOfMemory(f"{spec.name!r} ran out of heap (SDK exit code 259) in its "
+                                  f"{size}-byte context; raise the memory bound",
+                                  memory_bytes=limits.memory_bytes)
+            outputs = layout.read_outputs(read, context, system_data, spec.output_sets,
+                                          limits.max_output_bytes)
+            exit_code = system_data.exit_code
+        finally:
+            os.close(memfd)
+        done = time.perf_counter()
+        return InvocationResult(outputs, exit_code, {
+            "sandbox_start": (self._spawned - self._started) * 1e6,
+            "run": (finished - self._spawned) * 1e6,
+            "output": (done - finished) * 1e6,
+        })
