@@ -1,10 +1,11 @@
-import pytest
 
 from pappus.scheduling import (
     BACKOFF_MAX,
     BACKOFF_MIN,
     INLINE_MAX_INPUT_BYTES,
+    INLINE_MAX_MEMORY_BYTES,
     INLINE_SHARE,
+    INLINE_WINDOW,
     Decision,
     InlineRecord,
     WaitingJob,
@@ -71,17 +72,19 @@ FRESH = InlineRecord()
 
 def inline(record: InlineRecord = FRESH, **overrides: object) -> bool:
     facts: dict[str, object] = {"budget_s": BUDGET, "preemptible": True, "input_bytes": 0,
-                                "record": record}
+                                "memory_bytes": 64 << 20, "record": record}
     facts.update(overrides)
     return runs_inline(**facts)  # type: ignore[arg-type]
 
 
-def test_inline_needs_a_preemptible_engine_a_budget_and_small_inputs() -> None:
+def test_inline_needs_a_preemptible_engine_a_budget_small_inputs_and_memory() -> None:
     assert inline()
     assert not inline(preemptible=False)
     assert not inline(budget_s=0.0)
     assert inline(input_bytes=INLINE_MAX_INPUT_BYTES)
     assert not inline(input_bytes=INLINE_MAX_INPUT_BYTES + 1)
+    assert inline(memory_bytes=INLINE_MAX_MEMORY_BYTES)
+    assert not inline(memory_bytes=INLINE_MAX_MEMORY_BYTES + 1)
     assert not inline(InlineRecord(skip=1))
 
 
@@ -90,17 +93,28 @@ def test_short_runs_stay_inline() -> None:
     for _ in range(100):
         record = after_inline(record, SHORT, BUDGET, preempted=False)
         assert inline(record)
-    assert record.expected_s == pytest.approx(SHORT)
+    assert record.recent == (SHORT,) * INLINE_WINDOW
 
 
-def test_one_slow_run_among_short_ones_is_absorbed() -> None:
-    record = after_inline(InlineRecord(), SHORT, BUDGET, preempted=False)
-    record = after_inline(record, BUDGET * INLINE_SHARE * 2.5, BUDGET, preempted=False)
-    assert inline(record), record
+def test_slow_runs_among_short_ones_do_not_count() -> None:
+    record = InlineRecord()
+    for observed in (LONG * 10, SHORT, LONG, LONG, SHORT, LONG, LONG):  # cold first, outliers
+        record = after_inline(record, observed, BUDGET, preempted=False)
+        assert inline(record), record
+
+
+def test_a_long_function_proves_long_after_a_window_of_long_runs() -> None:
+    record = InlineRecord()
+    for _ in range(INLINE_WINDOW - 1):
+        record = after_inline(record, LONG, BUDGET, preempted=False)
+        assert inline(record)
+    record = after_inline(record, LONG, BUDGET, preempted=False)
+    assert not inline(record) and record.skip == BACKOFF_MIN
 
 
 def test_a_long_function_backs_off_doubling_up_to_the_cap() -> None:
-    record = after_inline(InlineRecord(), LONG, BUDGET, preempted=False)
+    record = InlineRecord((LONG,) * INLINE_WINDOW)
+    record = after_inline(record, LONG, BUDGET, preempted=False)
     skips = []
     for _ in range(12):
         assert record.skip == record.backoff
@@ -108,20 +122,20 @@ def test_a_long_function_backs_off_doubling_up_to_the_cap() -> None:
         for _ in range(record.skip):
             assert not inline(record)
             record = record.skipped()
-        assert inline(record)  # tried again after the back-off
+        assert inline(record)  # tried again after the back-off: one run
         record = after_inline(record, LONG, BUDGET, preempted=False)
     assert skips[:4] == [BACKOFF_MIN, 2 * BACKOFF_MIN, 4 * BACKOFF_MIN, 8 * BACKOFF_MIN]
     assert max(skips) == BACKOFF_MAX and skips[-1] == BACKOFF_MAX
 
 
-def test_an_abandoned_run_backs_off_even_if_it_was_cheap() -> None:
+def test_an_abandoned_run_backs_off_at_once_even_if_it_was_cheap() -> None:
     record = after_inline(InlineRecord(), 0.0, BUDGET, preempted=True)
     assert not inline(record) and record.skip == BACKOFF_MIN
 
 
-def test_a_short_run_after_a_back_off_starts_the_expectation_afresh() -> None:
-    record = after_inline(InlineRecord(), 0.030, BUDGET, preempted=False)  # a cold first run
+def test_one_short_run_after_a_back_off_ends_it() -> None:
+    record = after_inline(InlineRecord((LONG,) * INLINE_WINDOW), LONG, BUDGET, preempted=False)
     for _ in range(record.skip):
         record = record.skipped()
     record = after_inline(record, SHORT, BUDGET, preempted=False)
-    assert inline(record) and record == InlineRecord(SHORT)
+    assert inline(record) and (record.skip, record.backoff) == (0, 0)

@@ -450,7 +450,8 @@ class Dispatcher:
         name = function.record.name
         record = self._inline.get(name, InlineRecord())
         if not runs_inline(budget_s=self.inline_budget_s, preemptible=engine.preemptible,
-                           input_bytes=_input_bytes(job), record=record):
+                           input_bytes=_input_bytes(job), memory_bytes=job.limits.memory_bytes,
+                           record=record):
             if record.skip:
                 self._inline[name] = record.skipped()
             return False

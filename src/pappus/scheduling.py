@@ -66,13 +66,18 @@ def effective_timeout_ms(function_timeout_ms: int, requested_ms: int | None) -> 
 
 
 INLINE_SHARE = 0.25
-"""A function stays inline while its expected run time is within this share of the budget."""
-EXPECTATION_WEIGHT = 0.25
-"""Weight of the newest inline run in a function's expected run time (an exponential
-average: a single slow run, e.g. one that was charged the kernel's network work, does not
-move a function off the fast path)."""
+"""An inline run is *long* when it took more CPU time than this share of the budget."""
+INLINE_WINDOW = 5
+"""A function moves off the fast path only when its last this many inline runs were all
+long (or one was abandoned): slow runs among short ones (the first few after start-up run
+on cold pooled instances at 3-5x their later cost; others are charged with the kernel's
+network work) do not count against a short function."""
 INLINE_MAX_INPUT_BYTES = 256 * 1024
 """Inputs are copied into the sandbox before the budget can stop anything: keep that short."""
+INLINE_MAX_MEMORY_BYTES = 256 * 1024 * 1024
+"""A bulk memory instruction (``memory.fill``/``memory.copy``) runs to its end before the
+engine can stop it, and can span the whole memory: ~15-30 ms per 128 MiB here. Functions
+allowed more memory than this never run inline."""
 BACKOFF_MIN = 8
 BACKOFF_MAX = 1024
 """A function that proves long goes to slots for its next runs; the count doubles from
@@ -83,8 +88,8 @@ BACKOFF_MAX = 1024
 class InlineRecord:
     """What the inline decision remembers about one function."""
 
-    expected_s: float | None = None
-    """Expected CPU time of an inline run; ``None`` before the first."""
+    recent: tuple[float, ...] = ()
+    """CPU seconds of its last (up to :data:`INLINE_WINDOW`) inline runs, oldest first."""
     skip: int = 0
     """Runs still to send to slots before trying inline again."""
     backoff: int = 0
@@ -92,10 +97,10 @@ class InlineRecord:
 
     def skipped(self) -> InlineRecord:
         """The record after one run sent to a slot."""
-        return InlineRecord(self.expected_s, max(0, self.skip - 1), self.backoff)
+        return InlineRecord(self.recent, max(0, self.skip - 1), self.backoff)
 
 
-def runs_inline(*, budget_s: float, preemptible: bool, input_bytes: int,
+def runs_inline(*, budget_s: float, preemptible: bool, input_bytes: int, memory_bytes: int,
                 record: InlineRecord) -> bool:
     """Whether a job :func:`decide` starts should run on the event loop's thread.
 
@@ -104,11 +109,12 @@ def runs_inline(*, budget_s: float, preemptible: bool, input_bytes: int,
     gave it, in queue order. It is bounded by ``budget_s``: the engine
     abandons it there, and the job goes to a slot thread. Chosen only where
     that stays rare: the engine can preempt, the inputs are small (copying
-    them in cannot be interrupted), and the function is not backing off after
-    proving long (see :func:`after_inline`).
+    them in cannot be interrupted), the memory bound is moderate (one bulk
+    memory instruction cannot be interrupted either), and the function is not
+    backing off after proving long (see :func:`after_inline`).
     """
     return (budget_s > 0 and preemptible and input_bytes <= INLINE_MAX_INPUT_BYTES
-            and record.skip == 0)
+            and memory_bytes <= INLINE_MAX_MEMORY_BYTES and record.skip == 0)
 
 
 def runs_apart(*, startable: bool, input_bytes: int) -> bool:
@@ -126,23 +132,20 @@ def after_inline(record: InlineRecord, observed_s: float, budget_s: float, *,
                  preempted: bool) -> InlineRecord:
     """The record after an inline run that took ``observed_s`` of CPU (or was abandoned).
 
-    The function stays inline while its expected time is at most
-    :data:`INLINE_SHARE` of the budget. Beyond that (it would hold the loop
-    longer than the hand-over it saves, and leave the other cores idle), or
-    when a run was abandoned, its next runs go to slots, twice as many each
-    time it proves long again, so a long function costs the loop at most one
-    budget per :data:`BACKOFF_MAX` runs. The first run after a back-off starts
-    the expectation afresh, so one cold or unlucky run is forgotten. Slot runs
-    are not measured: under load their times include waits for the
+    A function proves long when a run is abandoned, or when its last
+    :data:`INLINE_WINDOW` inline runs each took more than :data:`INLINE_SHARE`
+    of the budget: it would hold the loop longer than the hand-over it saves,
+    and leave the other cores idle. Its next runs then go to slots, twice as
+    many each time it proves long again, so a long function costs the loop at
+    most one budget per :data:`BACKOFF_MAX` runs. One short run brings it back.
+    Slot runs are not measured: under load their times include waits for the
     interpreter lock, not the function's own work.
     """
-    if preempted:
-        observed_s = max(observed_s, budget_s)
-    if record.expected_s is None or record.backoff:
-        expected = observed_s
-    else:
-        expected = record.expected_s + (observed_s - record.expected_s) * EXPECTATION_WEIGHT
-    if expected <= budget_s * INLINE_SHARE:
-        return InlineRecord(expected)
+    recent = (*record.recent, max(observed_s, budget_s) if preempted else observed_s)
+    recent = recent[-INLINE_WINDOW:]
+    threshold = budget_s * INLINE_SHARE
+    long = preempted or (len(recent) == INLINE_WINDOW and min(recent) > threshold)
+    if not long:
+        return InlineRecord(recent)
     backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, record.backoff * 2))
-    return InlineRecord(expected, skip=backoff, backoff=backoff)
+    return InlineRecord(recent, skip=backoff, backoff=backoff)
