@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from pappus.engines.base import InvocationResult, PendingRun
 from pappus.errors import FunctionFailed, InvocationTimeout, Overloaded, SandboxCrash
 from pappus.model import DataSet, Item
 from pappus.registry import FunctionRegistration, Registry
@@ -168,4 +169,38 @@ async def test_repr_and_statistics(registry: Registry) -> None:
     assert "queued=0/9" in repr(d)
     stats = d.statistics()
     assert (stats.slots, stats.queue_capacity, stats.completed) == (2, 9, 0)
+    await d.close()
+
+
+class _UnwatchablePending(PendingRun):
+    """A started run whose descriptor the event loop cannot watch (an engine bug)."""
+
+    def __init__(self) -> None:
+        self.stopped = self.finished = False
+
+    def fileno(self) -> int:
+        return -1
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def finish(self) -> InvocationResult:
+        self.finished = True
+        raise AssertionError("no result for a run that never ran")
+
+
+async def test_an_unwatchable_started_run_is_a_crash_not_a_hang(
+        registry: Registry, fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    pending = _UnwatchablePending()
+    monkeypatch.setattr(fake_engine, "startable", True, raising=False)
+    monkeypatch.setattr(fake_engine, "start", lambda *args: pending, raising=False)
+    add(registry, "e", b"echo")
+    d = make_dispatcher(registry)
+    with pytest.raises(SandboxCrash, match="failed unexpectedly") as info:
+        await asyncio.wait_for(d.invoke("e", [None]), 5)
+    assert info.value.detail["internal"] is True
+    assert pending.stopped and pending.finished
+    assert d.statistics().running == 0
+    monkeypatch.setattr(fake_engine, "startable", False)  # the worker still serves
+    assert (await d.invoke("e", [DataSet("InMats", (Item("x", 1, b"y"),))])).outputs[0].items
     await d.close()

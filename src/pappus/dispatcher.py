@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import time
 from collections import Counter, deque
@@ -420,9 +421,6 @@ class Dispatcher:
         except Exception as exception:  # settled here; the caller takes the next decision
             self._settle(job, None, exception)
             return True
-        self._running += 1
-        self._counters.apart += 1
-        self._apart[pending] = job
         loop = asyncio.get_running_loop()
         descriptor = pending.fileno()
         timer = loop.call_later(max(0.0, job.limits.deadline - time.monotonic()), pending.stop)
@@ -438,7 +436,18 @@ class Dispatcher:
             else:
                 self._finish(job, result, None)
 
-        loop.add_reader(descriptor, ended)
+        try:
+            loop.add_reader(descriptor, ended)
+        except Exception as exception:  # the loop cannot watch it: stop it and report
+            timer.cancel()
+            pending.stop()
+            with contextlib.suppress(Exception):
+                pending.finish()
+            self._settle(job, None, exception)
+            return True
+        self._running += 1
+        self._counters.apart += 1
+        self._apart[pending] = job
         return False
 
     def _run_inline(self, job: _Job) -> bool:
