@@ -204,3 +204,20 @@ async def test_an_unwatchable_started_run_is_a_crash_not_a_hang(
     monkeypatch.setattr(fake_engine, "startable", False)  # the worker still serves
     assert (await d.invoke("e", [DataSet("InMats", (Item("x", 1, b"y"),))])).outputs[0].items
     await d.close()
+
+
+async def test_an_engine_bug_inline_is_a_crash_and_the_slot_is_free(
+        registry: Registry, fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> InvocationResult:
+        raise ZeroDivisionError("inline bug")
+
+    monkeypatch.setattr(fake_engine, "preemptible", True, raising=False)
+    monkeypatch.setattr(fake_engine, "invoke_preemptible", broken, raising=False)
+    add(registry, "e", b"echo")
+    d = make_dispatcher(registry)
+    with pytest.raises(SandboxCrash, match="ZeroDivisionError: inline bug") as info:
+        await d.invoke("e", [None])
+    assert info.value.detail["internal"] is True
+    stats = d.statistics()
+    assert (stats.running, stats.inline, stats.failed) == (0, 1, {"crash": 1})
+    await d.close()
