@@ -66,8 +66,19 @@ def check_matmul(engine: ProcessEngine, artifact: ProcessArtifact, seed: int) ->
     assert list(struct.unpack(f"<{len(item.data) // 8}q", item.data)) == gram(rows, values)
 
 
+def is_zygote(pid: int) -> bool:
+    """Whether ``pid`` is a process engine's zygote (it starts runners, it is not one)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:2] == [b"zygote"]
+    except OSError:
+        return False
+
+
 def runner_children() -> dict[int, str]:
-    """Our child processes that are runners (waiting, running or zombie): pid → state letter."""
+    """Our child processes that are runners (waiting, running or zombie): pid → state letter.
+
+    Zygotes (which clone runners) are not counted.
+    """
     found: dict[int, str] = {}
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         try:
@@ -81,7 +92,7 @@ def runner_children() -> dict[int, str]:
                 continue
             # "pid (comm) state ...": comm is the runner file's name, also for a zombie.
             command, state = stat.split("(", 1)[1].rsplit(")", 1)
-            if command.startswith("runner-"):
+            if command.startswith("runner-") and not is_zygote(int(child)):
                 found[int(child)] = state.split()[0]
     return found
 

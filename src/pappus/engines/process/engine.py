@@ -56,7 +56,7 @@ from pappus.engines.process import layout
 from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
 from pappus.engines.process.outcome import REPORT_STATUS, RunnerExit, classify_exit
 from pappus.engines.process.policy import compile_filter, filter_bytes
-from pappus.engines.process.pool import Runner, RunnerPool, start_runner
+from pappus.engines.process.pool import Runner, RunnerPool, Zygote, start_runner
 from pappus.engines.process.runner import ensure_runner
 from pappus.errors import InvalidBinary, OutOfMemory, SandboxError
 from pappus.model import DataSet
@@ -107,8 +107,9 @@ class ProcessEngine(Engine):
                  warm_runners: int = DEFAULT_WARM_RUNNERS) -> None:
         self._runner_dir = runner_dir or default_cache_dir()
         self._runner: str | None = None
-        self.pool: RunnerPool[Runner] = RunnerPool(
-            lambda: start_runner(self._runner_path()), warm_runners, Runner.discard)
+        self._zygote: Zygote | None = None
+        self.pool: RunnerPool[Runner] = RunnerPool(self._start_runner, warm_runners,
+                                                   Runner.discard)
         self._filter = filter_bytes(compile_filter())
         if len(self._filter) // 8 > MAX_FILTER:
             raise ValueError("the seccomp program is longer than the runner accepts")
@@ -122,6 +123,17 @@ class ProcessEngine(Engine):
         if self._runner is None:
             self._runner = str(ensure_runner(self._runner_dir))
         return self._runner
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The process id of the zygote that clones runners, once one runs."""
+        return self._zygote.pid if self._zygote is not None else None
+
+    def _start_runner(self) -> Runner:
+        """A new runner: cloned by the zygote (started on first use), or spawned."""
+        if self._zygote is None:
+            self._zygote = Zygote(self._runner_path())
+        return self._zygote.start_runner()
 
     def prepare(self, spec: FunctionSpec, cache_dir: Path | None) -> ProcessArtifact:
         """Validate ``spec.binary`` (see :mod:`.elf`); make sure the runner exists."""
@@ -210,6 +222,8 @@ class ProcessEngine(Engine):
         """Refuse further invocations and end the warm runners. Idempotent."""
         self._closed = True
         self.pool.close()
+        if self._zygote is not None:
+            self._zygote.close()
 
 
 # No ``setsigdef``: exec already resets caught signals, the runner installs its own

@@ -9,7 +9,7 @@ and a waiting one holds nothing but its own empty image (the work arrives
 with the invocation). A background thread refills the pool after each take;
 when it is empty one is started on the spot. Processes are started with
 :func:`pappus.engines.spawn.spawn` (``posix_spawn``: the worker is never
-forked).
+forked), or, for the process engine, cloned by a :class:`Zygote` runner.
 
 A waiting runner exits by itself when its socket reaches end-of-file: when
 :meth:`RunnerPool.close` closes the worker's ends, or when the worker dies.
@@ -24,7 +24,7 @@ import signal
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -57,14 +57,15 @@ class Runner:
         os.close(self.pidfd)
 
 
-def start_runner(path: str, descriptors: Mapping[int, int] | None = None) -> Runner:
+def start_runner(path: str, descriptors: Mapping[int, int] | None = None, *,
+                 argv: Sequence[str] = ("pappus-runner",)) -> Runner:
     """Start the runner at ``path`` with a fresh socket pair on descriptor 3.
 
     ``descriptors`` (child number → ours) are passed as well; nothing else is.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        pid = spawn(path, ["pappus-runner"], {**(descriptors or {}), CHANNEL_FD: theirs.fileno()})
+        pid = spawn(path, list(argv), {**(descriptors or {}), CHANNEL_FD: theirs.fileno()})
     except BaseException:
         ours.close()
         raise
@@ -78,6 +79,84 @@ def start_runner(path: str, descriptors: Mapping[int, int] | None = None) -> Run
         os.waitpid(pid, 0)
         raise
     return Runner(pid, pidfd, ours)
+
+
+class Zygote:
+    """Starts runners by cloning a runner that waits in "zygote" mode (see ``runner.c``).
+
+    A clone of the tiny zygote is cheaper than ``posix_spawn`` + exec of a new
+    runner, and the worker is still never forked: the zygote is itself a
+    runner started by ``posix_spawn`` that never receives a context. Its clones
+    are the worker's children (``CLONE_PARENT``), so the worker reaps them as
+    before. If the zygote cannot deliver (killed, or out of processes), it is
+    replaced once, and then runners are started with ``posix_spawn``.
+    Thread-safe.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._zygote: Runner | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Zygote pid={self.pid}>"
+
+    def start_runner(self) -> Runner:
+        """A new runner waiting for its context."""
+        with self._lock:
+            for _ in range(2):
+                if self._closed:
+                    break
+                try:
+                    zygote = self._zygote or self._start_zygote()
+                except OSError as exc:
+                    log.warning("cannot start a runner zygote (%s); spawning runners", exc)
+                    break
+                runner = _clone_runner(zygote)
+                if runner is not None:
+                    return runner
+                self._zygote = None
+                zygote.discard()
+        return start_runner(self._path)
+
+    def _start_zygote(self) -> Runner:
+        self._zygote = start_runner(self._path, argv=("pappus-runner", "zygote"))
+        return self._zygote
+
+    @property
+    def pid(self) -> int | None:
+        """The zygote's process id, while one runs."""
+        return self._zygote.pid if self._zygote is not None else None
+
+    def close(self) -> None:
+        """End the zygote (its socket reaches end-of-file). Idempotent."""
+        with self._lock:
+            self._closed = True
+            if self._zygote is not None:
+                self._zygote.discard()
+                self._zygote = None
+
+
+def _clone_runner(zygote: Runner) -> Runner | None:
+    """Ask ``zygote`` for one runner; ``None`` if it did not deliver one."""
+    try:
+        zygote.channel.sendall(b"r")
+        data, descriptors, _, _ = socket.recv_fds(zygote.channel, 4, 1)
+    except OSError:
+        return None
+    if len(data) != 4 or len(descriptors) != 1:
+        for descriptor in descriptors:
+            os.close(descriptor)
+        return None
+    channel = socket.socket(fileno=descriptors[0])
+    pid = int.from_bytes(data, "little")
+    try:
+        pidfd = os.pidfd_open(pid)  # our child (CLONE_PARENT), not reaped: the pid is its own
+    except OSError:
+        channel.close()
+        return None
+    return Runner(pid, pidfd, channel)
 
 
 T = TypeVar("T")

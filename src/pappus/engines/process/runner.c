@@ -22,7 +22,16 @@
  *      jumps to the function's entry with the stack at context_size - 32.
  *
  * Setup failures exit with SETUP_STATUS_BASE + step before the function
- * runs. The runner is linked far above any context (see runner.py), and
+ * runs.
+ *
+ * Started with the argument "zygote", the program starts runners instead:
+ * for each byte read on descriptor 3 it makes a socket pair and clones
+ * itself with CLONE_PARENT (the worker becomes the parent, reaps it and
+ * opens its pidfd), and sends the worker its end with the new pid. The
+ * clone closes everything but its end, which becomes its descriptor 3, and
+ * continues exactly as a runner started by posix_spawn: the zygote never
+ * receives a context, so a clone holds nothing but the runner's own image.
+ * A clone is cheaper than a new exec (no new program to load). The runner is linked far above any context (see runner.py), and
  * everything it touches after step 4 is the function's own business: the
  * handler only writes memory and calls exit_group, which the filter allows.
  */
@@ -97,6 +106,13 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
 #define SYS_EXIT_GROUP 231
 #define SYS_CLOSE_RANGE 436
 #define SYS_SECCOMP 317
+#define SYS_READ 0
+#define SYS_SENDMSG 46
+#define SYS_SOCKETPAIR 53
+#define SYS_CLONE 56
+#define SYS_DUP3 292
+#define CLONE_PARENT 0x00008000
+#define SIGCHLD 17
 
 __attribute__((noreturn)) static void leave(int status) {
     for (;;) sys6(SYS_EXIT_GROUP, status, 0, 0, 0, 0, 0);
@@ -158,7 +174,7 @@ static int receive_context(void) {
     return (int)header[4];
 }
 
-__attribute__((used, noreturn)) void runner_main(void) {
+__attribute__((noreturn)) static void runner_main(void) {
     const int context_fd = receive_context();
     /* The fixed part first, then only as much of the filter as there is
      * (each page read is a page fault in our bss). */
@@ -225,10 +241,66 @@ __attribute__((used, noreturn)) void runner_main(void) {
     __builtin_unreachable();
 }
 
+/* Send the worker its end of a new runner's socket pair, with the runner's pid. */
+static long send_runner(int fd, int32_t pid) {
+    uint64_t iov[2] = {(uint64_t)&pid, sizeof pid};
+    uint64_t control[3] = {20 /* CMSG_LEN(sizeof(int)) */, 1 /* SOL_SOCKET, SCM_RIGHTS */ |
+                           (1ULL << 32), (uint64_t)(uint32_t)fd};
+    struct {
+        void *name;
+        uint32_t name_len, pad0;
+        void *iov;
+        uint64_t iov_len;
+        void *control;
+        uint64_t control_len;
+        int32_t flags, pad1;
+    } message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
+    return sys6(SYS_SENDMSG, 3, (long)&message, 0x4000 /* MSG_NOSIGNAL */, 0, 0, 0);
+}
+
+/* `mode` is the zygote's argument string: a clone renames itself "runner" (same length),
+ * so /proc and ps tell the zygote and its runners apart. */
+__attribute__((noreturn)) static void zygote(char *mode) {
+    /* Only the worker's socket: nothing the worker let through by mistake is kept open. */
+    check(sys6(SYS_CLOSE_RANGE, 0, 2, 0, 0, 0, 0), 9);
+    check(sys6(SYS_CLOSE_RANGE, 4, ~0UL, 0, 0, 0, 0), 9);
+    for (;;) {
+        char byte;
+        if (sys6(SYS_READ, 3, (long)&byte, 1, 0, 0, 0) <= 0) leave(0); /* pool closed */
+        int pair[2];
+        check(sys6(SYS_SOCKETPAIR, 1 /* AF_UNIX */, 1 /* SOCK_STREAM */, 0, (long)pair, 0, 0),
+              9);
+        long pid = sys6(SYS_CLONE, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0, 0);
+        if (pid == 0) { /* the new runner: its end on 3, nothing else open */
+            const char runner[] = "runner";
+            for (unsigned i = 0; i < sizeof runner; i++) mode[i] = runner[i];
+            if (pair[1] != 3) check(sys6(SYS_DUP3, pair[1], 3, 0, 0, 0, 0), 9);
+            check(sys6(SYS_CLOSE_RANGE, 0, 2, 0, 0, 0, 0), 9);
+            check(sys6(SYS_CLOSE_RANGE, 4, ~0UL, 0, 0, 0, 0), 9);
+            runner_main();
+        }
+        if (pid > 0) check(send_runner(pair[0], (int32_t)pid), 9);
+        sys6(SYS_CLOSE_RANGE, pair[0], pair[0], 0, 0, 0, 0);
+        sys6(SYS_CLOSE_RANGE, pair[1], pair[1], 0, 0, 0, 0);
+        if (pid < 0) leave(SETUP_STATUS_BASE + 9); /* the worker starts runners itself then */
+    }
+}
+
+/* argc and argv as the kernel left them: "zygote" as the first argument selects the mode. */
+__attribute__((used, noreturn)) void runner_entry(const uint64_t *initial_stack) {
+    char *const *argv = (char *const *)(initial_stack + 1);
+    char *mode = initial_stack[0] >= 2 ? argv[1] : 0;
+    if (mode && mode[0] == 'z' && mode[1] == 'y' && mode[2] == 'g' && mode[3] == 'o' &&
+        mode[4] == 't' && mode[5] == 'e' && mode[6] == 0)
+        zygote(mode);
+    runner_main();
+}
+
 __asm__(
     ".text\n"
     ".global _start\n"
     "_start:\n"
+    "    mov %rsp, %rdi\n"
     "    and $-16, %rsp\n"
-    "    call runner_main\n"
+    "    call runner_entry\n"
     "    hlt\n");

@@ -1,0 +1,94 @@
+"""Runners cloned by the zygote: the worker's own children, holding only their socket; a dead
+zygote is replaced, one that cannot start falls back to posix_spawn; close ends it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pappus.engines.process import ProcessArtifact, ProcessEngine
+from pappus.engines.process.pool import Zygote
+from tests.engines.process.support import check_matmul, prepare, runner_children
+
+
+@pytest.fixture
+def engine(runner_dir: Path) -> Iterator[ProcessEngine]:
+    e = ProcessEngine(runner_dir)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def matmul_here(engine: ProcessEngine, process_functions: dict[str, bytes]) -> ProcessArtifact:
+    return prepare(engine, "matmul", process_functions["matmul"])
+
+
+def process_facts(pid: int) -> tuple[list[bytes], int, list[str]]:
+    """argv, parent pid and open descriptors of ``pid``."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return argv, parent, sorted(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wait_for_warm_runners(engine: ProcessEngine) -> None:
+    deadline = time.monotonic() + 5
+    while len(engine.pool.waiting()) < engine.pool.size:
+        assert time.monotonic() < deadline, engine.pool
+        time.sleep(0.01)
+
+
+def test_runners_are_cloned_children_of_the_worker_with_only_their_socket(
+        engine: ProcessEngine, matmul_here: ProcessArtifact) -> None:
+    check_matmul(engine, matmul_here, 3)
+    wait_for_warm_runners(engine)
+    zygote = engine.zygote_pid
+    assert zygote is not None
+    assert process_facts(zygote) == ([b"pappus-runner", b"zygote"], os.getpid(), ["3"])
+    for runner in engine.pool.waiting():
+        assert process_facts(runner.pid) == ([b"pappus-runner", b"runner"], os.getpid(), ["3"])
+    assert set(runner_children()) >= {r.pid for r in engine.pool.waiting()}
+
+
+def test_a_killed_zygote_is_replaced(engine: ProcessEngine,
+                                     matmul_here: ProcessArtifact) -> None:
+    check_matmul(engine, matmul_here, 1)
+    wait_for_warm_runners(engine)
+    first = engine.zygote_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    for seed in range(2, 8):  # uses up the warm runners, then needs new ones
+        check_matmul(engine, matmul_here, seed)
+    wait_for_warm_runners(engine)
+    assert engine.zygote_pid not in (None, first)
+    assert not Path(f"/proc/{first}").exists(), "the dead zygote was not reaped"
+
+
+def test_without_a_zygote_runners_are_spawned(runner_dir: Path,
+                                              process_functions: dict[str, bytes],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def cannot(self: Zygote) -> None:
+        raise OSError("out of processes")
+
+    monkeypatch.setattr(Zygote, "_start_zygote", cannot)
+    engine = ProcessEngine(runner_dir)
+    try:
+        artifact = prepare(engine, "matmul", process_functions["matmul"])
+        for seed in range(4):
+            check_matmul(engine, artifact, seed)
+        assert engine.zygote_pid is None
+    finally:
+        engine.close()
+
+
+def test_close_ends_the_zygote(runner_dir: Path, process_functions: dict[str, bytes]) -> None:
+    engine = ProcessEngine(runner_dir)
+    check_matmul(engine, prepare(engine, "matmul", process_functions["matmul"]), 5)
+    zygote = engine.zygote_pid
+    assert zygote is not None
+    engine.close()
+    assert not Path(f"/proc/{zygote}").exists()
