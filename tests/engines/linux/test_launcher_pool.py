@@ -147,3 +147,38 @@ def test_argument_block_offsets_and_limits() -> None:
         argument_block([b"x" * MAX_ARGUMENT_BYTES], [])
     with pytest.raises(TooLarge):
         argument_block([b""] * (MAX_ARGUMENT_BYTES // 2 + 1), [])
+
+
+def _argv_and_parent(pid: int) -> tuple[list[bytes], int]:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    return argv, int(_status(pid)["PPid"])
+
+
+def test_launchers_are_clones_of_the_zygote_and_children_of_the_worker(
+        sandbox: Sandbox, busybox: bytes) -> None:
+    sandbox.run(busybox, ["true"])
+    zygote = sandbox.engine.zygote_pid
+    assert zygote is not None
+    assert _argv_and_parent(zygote) == ([b"pappus-runner", b"zygote"], os.getpid())
+    assert sorted(os.listdir(f"/proc/{zygote}/fd")) == ["3"]  # its socket, nothing else
+    for launcher in _parked(sandbox.engine):
+        assert _argv_and_parent(launcher.pid) == ([b"pappus-runner", b"launch"], os.getpid())
+
+
+def test_a_killed_zygote_is_replaced_and_close_ends_it(launcher_dir: Path,
+                                                       busybox: bytes) -> None:
+    engine = LinuxEngine(launcher_dir, warm_launchers=1)
+    try:
+        sandbox = Sandbox(engine)
+        sandbox.run(busybox, ["true"])
+        first = engine.zygote_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        for word in ("one", "two", "three"):
+            assert sandbox.run(busybox, ["echo", word]).stdout == f"{word}\n".encode()
+        second = engine.zygote_pid
+        assert second not in (None, first)
+        assert not Path(f"/proc/{first}").exists(), "the dead zygote was not reaped"
+    finally:
+        engine.close()
+    assert not Path(f"/proc/{second}").exists(), "close did not end the zygote"

@@ -44,6 +44,7 @@ from pappus.engines.base import (
 from pappus.engines.linux.elf import StaticExecutable, check_static_executable
 from pappus.engines.linux.launcher import (
     LAUNCH_STEPS,
+    PARAMS_FD,
     Launcher,
     argument_block,
     can_become_nobody,
@@ -53,7 +54,7 @@ from pappus.engines.linux.memfd import MemfdRecycler, sealed_memfd
 from pappus.engines.linux.outcome import Ending, judge
 from pappus.engines.linux.policy import compile_table
 from pappus.engines.linux.supervisor import SandboxLimits, Supervisor
-from pappus.engines.process.pool import RunnerPool
+from pappus.engines.process.pool import RunnerPool, Zygote
 from pappus.engines.seccomp import program_bytes
 from pappus.errors import EngineUnavailable, OutOfMemory
 from pappus.model import DataSet
@@ -92,6 +93,7 @@ class LinuxEngine(Engine):
     ) -> None:
         self._cache_dir = cache_dir or native_build.default_cache_dir()
         self._launcher: str | None = None
+        self._zygote: Zygote | None = None
         self._filter = program_bytes(compile_table())
         # Refilled while the invoking thread waits for the program's exec (refill_soon
         # below), not when it takes a launcher and still has Python to run.
@@ -115,9 +117,16 @@ class LinuxEngine(Engine):
             )
         return self._launcher
 
+    @property
+    def zygote_pid(self) -> int | None:
+        """The process id of the zygote that clones launchers, once one runs."""
+        return self._zygote.pid if self._zygote is not None else None
+
     def _start_launcher(self) -> Launcher:
+        if self._zygote is None:
+            self._zygote = Zygote(self._launcher_path(), passed_fd=PARAMS_FD)
         return start_launcher(self._launcher_path(), self._filter, STACK_BYTES,
-                              self._become_nobody)
+                              self._become_nobody, self._zygote)
 
     def prepare(self, spec: FunctionSpec, cache_dir: Path | None) -> LinuxArtifact:
         """Check ``spec.binary`` (see :mod:`.elf`) and make sure the launcher exists."""
@@ -243,6 +252,8 @@ class LinuxEngine(Engine):
         """Refuse further invocations, end the warm launchers, finish clean-ups. Idempotent."""
         self._closed = True
         self.pool.close()
+        if self._zygote is not None:
+            self._zygote.close()
         self.memfds.close()
 
 

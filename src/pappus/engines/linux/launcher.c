@@ -31,6 +31,16 @@
  * memory is never the program's: the exec replaces it, and every descriptor
  * is close-on-exec, so the program starts with none.
  *
+ * Started with the argument "zygote", the program starts launchers instead
+ * (as the process engine's runner does): it keeps only descriptor 3, and for
+ * each request on it (one byte carrying a new launcher's parameter memfd)
+ * makes a socket pair and clones itself with CLONE_PARENT, so the worker is
+ * the launcher's parent; it sends the worker its end with the new pid. The
+ * clone renames its argument to "launch", puts the memfd on descriptor 0 and
+ * its end on 3, and goes on from step 1 exactly as a launcher started by
+ * posix_spawn. The zygote never sees an invocation, so a clone holds nothing
+ * but the launcher's own image. A clone is cheaper than a new exec.
+ *
  * A failure is written into the parameter memfd (which step, which errno),
  * then the launcher exits. If the worker closes the listener instead (the
  * pool is closing, or the worker died) the parked call fails with ENOSYS
@@ -98,6 +108,13 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
 #define SYS_SECCOMP 317
 #define SYS_EXECVEAT 322
 #define SYS_CLOSE_RANGE 436
+#define SYS_SENDMSG 46
+#define SYS_RECVMSG 47
+#define SYS_SOCKETPAIR 53
+#define SYS_CLONE 56
+#define SYS_DUP3 292
+#define CLONE_PARENT 0x00008000
+#define SIGCHLD 17
 
 static volatile struct params *shared;
 
@@ -141,7 +158,7 @@ static void set_limit(int resource, uint64_t value) {
     check(sys6(SYS_SETRLIMIT, resource, (long)limit, 0, 0, 0, 0), 3);
 }
 
-__attribute__((used, noreturn)) void launcher_main(void) {
+__attribute__((noreturn)) static void launcher_main(void) {
     /* Only the parameters and the socket: the worker's descriptors must not reach the program. */
     sys6(SYS_CLOSE_RANGE, PARAMS_FD + 1, CHANNEL_FD - 1, 0, 0, 0, 0);
     sys6(SYS_CLOSE_RANGE, CHANNEL_FD + 1, ~0UL, 0, 0, 0, 0);
@@ -192,10 +209,86 @@ __attribute__((used, noreturn)) void launcher_main(void) {
     leave(SETUP_STATUS);
 }
 
+struct message {
+    void *name;
+    uint32_t name_len, pad0;
+    void *iov;
+    uint64_t iov_len;
+    void *control;
+    uint64_t control_len;
+    int32_t flags, pad1;
+};
+
+/* One request from the worker: a byte with a parameter memfd; -1 at end-of-file. */
+static int receive_parameters(void) {
+    char byte;
+    uint64_t iov[2] = {(uint64_t)&byte, 1};
+    uint64_t control[3] = {0, 0, 0}; /* CMSG_SPACE(sizeof(int)) == 24 */
+    struct message message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
+    if (sys6(SYS_RECVMSG, CHANNEL_FD, (long)&message, 0, 0, 0, 0) <= 0) return -1;
+    const uint32_t *header = (const uint32_t *)control; /* len (8 bytes), level, type, fd */
+    if (control[0] < 20 || header[2] != 1 /* SOL_SOCKET */ || header[3] != 1 /* SCM_RIGHTS */)
+        return -1;
+    return (int)header[4];
+}
+
+/* Send the worker its end of a new launcher's socket pair, with the launcher's pid. */
+static long send_launcher(int fd, int32_t pid) {
+    uint64_t iov[2] = {(uint64_t)&pid, sizeof pid};
+    uint64_t control[3] = {20 /* CMSG_LEN(sizeof(int)) */, 1 /* SOL_SOCKET, SCM_RIGHTS */ |
+                           (1ULL << 32), (uint64_t)(uint32_t)fd};
+    struct message message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
+    return sys6(SYS_SENDMSG, CHANNEL_FD, (long)&message, 0x4000 /* MSG_NOSIGNAL */, 0, 0, 0);
+}
+
+static void close_one(int fd) { sys6(SYS_CLOSE, fd, 0, 0, 0, 0, 0); }
+
+/* `mode` is the zygote's argument string: a clone renames itself "launch" (same length),
+ * so /proc and ps tell the zygote and its launchers apart. */
+__attribute__((noreturn)) static void zygote(char *mode) {
+    /* Only the worker's socket: nothing the worker let through by mistake is kept open. */
+    sys6(SYS_CLOSE_RANGE, 0, CHANNEL_FD - 1, 0, 0, 0, 0);
+    sys6(SYS_CLOSE_RANGE, CHANNEL_FD + 1, ~0UL, 0, 0, 0, 0);
+    for (;;) {
+        const int parameters = receive_parameters();
+        if (parameters < 0) leave(0); /* the pool is closed, or the worker is gone */
+        int pair[2];
+        if (sys6(SYS_SOCKETPAIR, 1 /* AF_UNIX */, 1 /* SOCK_STREAM */, 0, (long)pair, 0, 0) < 0)
+            leave(SETUP_STATUS); /* the worker starts launchers itself then */
+        long pid = sys6(SYS_CLONE, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0, 0);
+        if (pid == 0) { /* the new launcher: parameters on 0, its end on 3 */
+            const char launch[] = "launch";
+            for (unsigned i = 0; i < sizeof launch; i++) mode[i] = launch[i];
+            /* 3 is the zygote's socket, never one of these: replace it first. */
+            if (sys6(SYS_DUP3, pair[1], CHANNEL_FD, 0, 0, 0, 0) < 0) leave(SETUP_STATUS);
+            if (parameters != PARAMS_FD &&
+                sys6(SYS_DUP3, parameters, PARAMS_FD, 0, 0, 0, 0) < 0)
+                leave(SETUP_STATUS);
+            launcher_main(); /* closes every other descriptor first */
+        }
+        if (pid > 0 && send_launcher(pair[0], (int32_t)pid) < 0) leave(SETUP_STATUS);
+        close_one(parameters);
+        close_one(pair[0]);
+        close_one(pair[1]);
+        if (pid < 0) leave(SETUP_STATUS);
+    }
+}
+
+/* argc and argv as the kernel left them: "zygote" as the first argument selects the mode. */
+__attribute__((used, noreturn)) void launcher_entry(const uint64_t *initial_stack) {
+    char *const *argv = (char *const *)(initial_stack + 1);
+    char *mode = initial_stack[0] >= 2 ? argv[1] : 0;
+    if (mode && mode[0] == 'z' && mode[1] == 'y' && mode[2] == 'g' && mode[3] == 'o' &&
+        mode[4] == 't' && mode[5] == 'e' && mode[6] == 0)
+        zygote(mode);
+    launcher_main();
+}
+
 __asm__(
     ".text\n"
     ".global _start\n"
     "_start:\n"
+    "    mov %rsp, %rdi\n"
     "    and $-16, %rsp\n"
-    "    call launcher_main\n"
+    "    call launcher_entry\n"
     "    hlt\n");

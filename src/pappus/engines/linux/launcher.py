@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from pappus.engines.linux.notify import Listener, pidfd_getfd
-from pappus.engines.process.pool import Runner, start_runner
+from pappus.engines.process.pool import Runner, Zygote, start_runner
 from pappus.errors import EngineUnavailable, InvocationTimeout, TooLarge
 
 PARAMS_MAGIC = 0x324E4C5050415050  # "PPAPPLN2"
@@ -246,11 +246,18 @@ def params_memfd(program: bytes, stack_bytes: int, become_nobody: bool) -> tuple
 
 
 def start_launcher(path: str, program: bytes, stack_bytes: int,
-                   become_nobody: bool) -> Launcher:
-    """Start a launcher (it sets itself up and parks; see the module docstring)."""
+                   become_nobody: bool, zygote: Zygote | None = None) -> Launcher:
+    """Start a launcher (it sets itself up and parks; see the module docstring).
+
+    With ``zygote`` (made with ``passed_fd=PARAMS_FD``), the launcher is a clone of
+    it; otherwise it is ``posix_spawn``-ed.
+    """
     params_fd, layout = params_memfd(program, stack_bytes, become_nobody)
     try:
-        runner = start_runner(path, {PARAMS_FD: params_fd})
+        if zygote is not None:
+            runner = zygote.start_runner(params_fd)
+        else:
+            runner = start_runner(path, {PARAMS_FD: params_fd})
     except BaseException:
         os.close(params_fd)
         raise

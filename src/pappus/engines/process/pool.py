@@ -82,19 +82,21 @@ def start_runner(path: str, descriptors: Mapping[int, int] | None = None, *,
 
 
 class Zygote:
-    """Starts runners by cloning a runner that waits in "zygote" mode (see ``runner.c``).
+    """Starts runners by cloning one that waits in "zygote" mode (``runner.c``, ``launcher.c``).
 
     A clone of the tiny zygote is cheaper than ``posix_spawn`` + exec of a new
     runner, and the worker is still never forked: the zygote is itself a
-    runner started by ``posix_spawn`` that never receives a context. Its clones
+    runner started by ``posix_spawn`` that never receives any work. Its clones
     are the worker's children (``CLONE_PARENT``), so the worker reaps them as
     before. If the zygote cannot deliver (killed, or out of processes), it is
     replaced once, and then runners are started with ``posix_spawn``.
-    Thread-safe.
+    ``passed_fd`` is where each runner expects the descriptor given to
+    :meth:`start_runner` (the linux launcher's parameters: 0). Thread-safe.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, passed_fd: int | None = None) -> None:
         self._path = path
+        self._passed_fd = passed_fd
         self._lock = threading.Lock()
         self._zygote: Runner | None = None
         self._closed = False
@@ -102,8 +104,10 @@ class Zygote:
     def __repr__(self) -> str:
         return f"<Zygote pid={self.pid}>"
 
-    def start_runner(self) -> Runner:
-        """A new runner waiting for its context."""
+    def start_runner(self, descriptor: int | None = None) -> Runner:
+        """A new runner, given ``descriptor`` (if this zygote passes one)."""
+        if (descriptor is None) != (self._passed_fd is None):
+            raise ValueError("pass a descriptor exactly when the zygote was made to pass one")
         with self._lock:
             for _ in range(2):
                 if self._closed:
@@ -113,11 +117,13 @@ class Zygote:
                 except OSError as exc:
                     log.warning("cannot start a runner zygote (%s); spawning runners", exc)
                     break
-                runner = _clone_runner(zygote)
+                runner = _clone_runner(zygote, descriptor)
                 if runner is not None:
                     return runner
                 self._zygote = None
                 zygote.discard()
+        if self._passed_fd is not None and descriptor is not None:
+            return start_runner(self._path, {self._passed_fd: descriptor})
         return start_runner(self._path)
 
     def _start_zygote(self) -> Runner:
@@ -138,16 +144,19 @@ class Zygote:
                 self._zygote = None
 
 
-def _clone_runner(zygote: Runner) -> Runner | None:
-    """Ask ``zygote`` for one runner; ``None`` if it did not deliver one."""
+def _clone_runner(zygote: Runner, descriptor: int | None) -> Runner | None:
+    """Ask ``zygote`` for one runner (handing it ``descriptor``); ``None`` if none came."""
     try:
-        zygote.channel.sendall(b"r")
+        if descriptor is None:
+            zygote.channel.sendall(b"r")
+        else:
+            socket.send_fds(zygote.channel, [b"r"], [descriptor])
         data, descriptors, _, _ = socket.recv_fds(zygote.channel, 4, 1)
     except OSError:
         return None
     if len(data) != 4 or len(descriptors) != 1:
-        for descriptor in descriptors:
-            os.close(descriptor)
+        for received in descriptors:
+            os.close(received)
         return None
     channel = socket.socket(fileno=descriptors[0])
     pid = int.from_bytes(data, "little")
