@@ -151,20 +151,22 @@ struct kernel_sigaction {
 
 static void restore(void) { leave(REPORT_STATUS); }
 
+struct message { /* struct msghdr */
+    void *name;
+    uint32_t name_len, pad0;
+    void *iov;
+    uint64_t iov_len;
+    void *control;
+    uint64_t control_len;
+    int32_t flags, pad1;
+};
+
 /* Wait for the context descriptor (SCM_RIGHTS) on the socket, descriptor 3. */
 static int receive_context(void) {
     char byte;
     uint64_t iov[2] = {(uint64_t)&byte, 1};
     uint64_t control[3] = {0, 0, 0}; /* CMSG_SPACE(sizeof(int)) == 24 */
-    struct {
-        void *name;
-        uint32_t name_len, pad0;
-        void *iov;
-        uint64_t iov_len;
-        void *control;
-        uint64_t control_len;
-        int32_t flags, pad1;
-    } message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
+    struct message message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
     long received = sys6(SYS_RECVMSG, 3, (long)&message, 0x40000000 /* MSG_CMSG_CLOEXEC */,
                          0, 0, 0);
     if (received <= 0) leave(0); /* the worker closed the pool: not needed */
@@ -246,15 +248,7 @@ static long send_runner(int fd, int32_t pid) {
     uint64_t iov[2] = {(uint64_t)&pid, sizeof pid};
     uint64_t control[3] = {20 /* CMSG_LEN(sizeof(int)) */, 1 /* SOL_SOCKET, SCM_RIGHTS */ |
                            (1ULL << 32), (uint64_t)(uint32_t)fd};
-    struct {
-        void *name;
-        uint32_t name_len, pad0;
-        void *iov;
-        uint64_t iov_len;
-        void *control;
-        uint64_t control_len;
-        int32_t flags, pad1;
-    } message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
+    struct message message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
     return sys6(SYS_SENDMSG, 3, (long)&message, 0x4000 /* MSG_NOSIGNAL */, 0, 0, 0);
 }
 
