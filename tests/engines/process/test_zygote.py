@@ -1,5 +1,6 @@
-"""Runners cloned by the zygote: the worker's own children, holding only their socket; a dead
-zygote is replaced, one that cannot start falls back to posix_spawn; close ends it."""
+"""Runners cloned by the zygote: the worker's own children, holding only their socket. A dead
+or stopped zygote is replaced, one that cannot start or keeps failing gives way to posix_spawn,
+and close ends it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pappus.engines.process import ProcessArtifact, ProcessEngine
+from pappus.engines.process import ProcessArtifact, ProcessEngine, pool
 from pappus.engines.process.pool import Zygote
 from tests.engines.process.support import check_matmul, prepare, runner_children
 
@@ -92,3 +93,47 @@ def test_close_ends_the_zygote(runner_dir: Path, process_functions: dict[str, by
     assert zygote is not None
     engine.close()
     assert not Path(f"/proc/{zygote}").exists()
+
+
+def test_a_stopped_zygote_is_replaced_after_its_reply_timeout(
+        runner_dir: Path, process_functions: dict[str, bytes],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool, "ZYGOTE_REPLY_TIMEOUT_S", 0.2)
+    engine = ProcessEngine(runner_dir, warm_runners=0)
+    try:
+        artifact = prepare(engine, "matmul", process_functions["matmul"])
+        check_matmul(engine, artifact, 1)
+        stopped = engine.zygote_pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        began = time.monotonic()
+        check_matmul(engine, artifact, 2)
+        assert 0.2 <= time.monotonic() - began < 2.0  # waited for the reply, then replaced it
+        assert engine.zygote_pid not in (None, stopped)
+        assert not Path(f"/proc/{stopped}").exists(), "the stopped zygote was not ended"
+    finally:
+        engine.close()
+
+
+def test_zygotes_that_keep_failing_are_given_up(runner_dir: Path,
+                                                process_functions: dict[str, bytes],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[int] = []
+    real_start = Zygote._start_zygote
+
+    def counting(self: Zygote) -> object:
+        zygote = real_start(self)
+        started.append(zygote.pid)
+        return zygote
+
+    monkeypatch.setattr(Zygote, "_start_zygote", counting)
+    monkeypatch.setattr(pool, "_clone_runner", lambda zygote, descriptor: None)
+    engine = ProcessEngine(runner_dir, warm_runners=0)
+    try:
+        artifact = prepare(engine, "matmul", process_functions["matmul"])
+        for seed in range(6):
+            check_matmul(engine, artifact, seed)  # served by spawned runners
+        assert len(started) == 2 * pool.ZYGOTE_GIVE_UP_AFTER
+        assert all(not Path(f"/proc/{pid}").exists() for pid in started)
+    finally:
+        engine.close()

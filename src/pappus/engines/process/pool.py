@@ -32,6 +32,10 @@ from pappus.engines.spawn import spawn
 
 log = logging.getLogger(__name__)
 CHANNEL_FD = 3
+ZYGOTE_REPLY_TIMEOUT_S = 2.0
+"""How long a zygote may take to deliver a runner before it is replaced."""
+ZYGOTE_GIVE_UP_AFTER = 3
+"""Requests in a row that no zygote could serve, after which runners are only spawned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +92,10 @@ class Zygote:
     runner, and the worker is still never forked: the zygote is itself a
     runner started by ``posix_spawn`` that never receives any work. Its clones
     are the worker's children (``CLONE_PARENT``), so the worker reaps them as
-    before. If the zygote cannot deliver (killed, or out of processes), it is
-    replaced once, and then runners are started with ``posix_spawn``.
+    before. If the zygote cannot deliver (killed, stopped, or out of
+    processes), it is replaced once, and then runners are started with
+    ``posix_spawn``; after :data:`ZYGOTE_GIVE_UP_AFTER` such requests in a row,
+    only with ``posix_spawn``.
     ``passed_fd`` is where each runner expects the descriptor given to
     :meth:`start_runner` (the linux launcher's parameters: 0). Thread-safe.
     """
@@ -100,6 +106,7 @@ class Zygote:
         self._lock = threading.Lock()
         self._zygote: Runner | None = None
         self._closed = False
+        self._failed_in_a_row = 0
 
     def __repr__(self) -> str:
         return f"<Zygote pid={self.pid}>"
@@ -110,7 +117,7 @@ class Zygote:
             raise ValueError("pass a descriptor exactly when the zygote was made to pass one")
         with self._lock:
             for _ in range(2):
-                if self._closed:
+                if self._closed or self._failed_in_a_row >= ZYGOTE_GIVE_UP_AFTER:
                     break
                 try:
                     zygote = self._zygote or self._start_zygote()
@@ -119,16 +126,24 @@ class Zygote:
                     break
                 runner = _clone_runner(zygote, descriptor)
                 if runner is not None:
+                    self._failed_in_a_row = 0
                     return runner
                 self._zygote = None
                 zygote.discard()
+            else:
+                self._failed_in_a_row += 1
+                if self._failed_in_a_row == ZYGOTE_GIVE_UP_AFTER:
+                    log.warning("runner zygotes failed %d times in a row; spawning runners "
+                                "from now on", ZYGOTE_GIVE_UP_AFTER)
         if self._passed_fd is not None and descriptor is not None:
             return start_runner(self._path, {self._passed_fd: descriptor})
         return start_runner(self._path)
 
     def _start_zygote(self) -> Runner:
-        self._zygote = start_runner(self._path, argv=("pappus-runner", "zygote"))
-        return self._zygote
+        zygote = start_runner(self._path, argv=("pappus-runner", "zygote"))
+        zygote.channel.settimeout(ZYGOTE_REPLY_TIMEOUT_S)  # a stopped zygote must not hang us
+        self._zygote = zygote
+        return zygote
 
     @property
     def pid(self) -> int | None:
