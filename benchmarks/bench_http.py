@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,28 @@ def run_wrk(url: str, body: str, duration: int, connections: int) -> LoadResult:
     if socket_errors:
         errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
     return LoadResult(rps, p50, p99, errors)
+
+
+def http_invocations(register: Callable[[Client], None], function: str, body: str,
+                     duration: int, connections: int = 32) -> str:
+    """Start a worker, ``register`` a function with it, and load ``function`` with wrk.
+
+    A one-line summary (req/s, p50, p99, errors), or why it was skipped.
+    """
+    if shutil.which("wrk") is None:
+        return "skipped: wrk is not installed (scripts/setup installs it)"
+    with tempfile.TemporaryDirectory() as data:
+        server = ServerProcess(Path(data))
+        url = server.start()
+        try:
+            with Client(url) as client:
+                register(client)
+            run_wrk(f"{url}/v1/invoke/{function}", body, 3, connections)  # warm-up
+            load = run_wrk(f"{url}/v1/invoke/{function}", body, duration, connections)
+        finally:
+            server.stop()
+    return (f"{load.requests_per_s:.0f} req/s, p50 {load.p50_ms:.2f} ms, "
+            f"p99 {load.p99_ms:.2f} ms, errors {load.errors}")
 
 
 def main() -> None:

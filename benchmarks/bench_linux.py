@@ -14,15 +14,18 @@ Measured in one run:
   static C program that does nothing (musl and glibc), in pappus and natively:
   the difference is the sandbox's own cost per invocation, without the
   program's start-up (glibc's static start-up alone costs ~0.3 ms on a VM
-  where each CPUID instruction traps to the hypervisor).
+  where each CPUID instruction traps to the hypervisor);
+* for reference: ``busybox true`` end to end over HTTP with wrk (32
+  connections) against a real worker.
 
-    python -m benchmarks.bench_linux [--samples N]
+    python -m benchmarks.bench_linux [--samples N] [--http-duration S]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -32,7 +35,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.bench_http import http_invocations
 from benchmarks.stats import percentile, summary_us, verdict
+from pappus import Client
 from pappus.engines.base import FunctionSpec, Limits
 from pappus.engines.linux import LinuxEngine
 from pappus.engines.linux.engine import LinuxArtifact
@@ -156,6 +161,8 @@ def measure(scratch: Path, data: bytes, samples: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--http-duration", type=int, default=10,
+                        help="seconds of wrk load over HTTP (0: skip)")
     args = parser.parse_args()
     data = os.urandom(1 << 20)
     with tempfile.TemporaryDirectory() as scratch_name:
@@ -165,6 +172,19 @@ def main() -> None:
         build(scratch)
         results = measure(scratch, data, args.samples)
     report(results)
+    if args.http_duration > 0:
+        print(f"busybox true over HTTP (wrk -c32 {args.http_duration}s): "
+              f"{measure_http(args.http_duration)}")
+
+
+def measure_http(duration: int) -> str:
+    def register(client: Client) -> None:
+        client.add_function("busybox", BUSYBOX.read_bytes(), engine="linux",
+                            input_sets=["stdio"], output_sets=["stdio"])
+
+    argv = {"name": "argv", "text": "busybox\0true\0"}
+    body = json.dumps({"sets": [{"name": "stdio", "items": [argv]}]})
+    return http_invocations(register, "busybox", body, duration)
 
 
 def report(results: dict[str, list[float]]) -> None:

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import statistics
 import struct
 import subprocess
@@ -28,9 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.server_process import ServerProcess
-
-from benchmarks.bench_http import run_wrk
+from benchmarks.bench_http import http_invocations
 from benchmarks.stats import percentile, summary_us, verdict
 from benchmarks.stats import throughput as stats_throughput
 from pappus import Client, sdk
@@ -80,24 +77,13 @@ def measure_engine(engine: ProcessEngine, artifact: ProcessArtifact, samples: in
 
 
 def measure_http(binary: bytes, duration: int) -> str:
-    if shutil.which("wrk") is None:
-        return "skipped: wrk is not installed (scripts/setup installs it)"
-    with tempfile.TemporaryDirectory() as data:
-        server = ServerProcess(Path(data))
-        url = server.start()
-        try:
-            with Client(url) as client:
-                client.add_function("matmul", binary, engine="process", input_sets=["in"],
-                                    output_sets=["out"])
-            item = {"name": "", "key": 0,
-                    "data": base64.b64encode(struct.pack("<2q", 1, 2)).decode()}
-            body = json.dumps({"sets": [{"name": "in", "items": [item]}]})
-            run_wrk(url + "/v1/invoke/matmul", body, 3, 32)
-            load = run_wrk(url + "/v1/invoke/matmul", body, duration, 32)
-        finally:
-            server.stop()
-    return (f"{load.requests_per_s:.0f} req/s, p50 {load.p50_ms:.2f} ms, "
-            f"p99 {load.p99_ms:.2f} ms, errors {load.errors}")
+    def register(client: Client) -> None:
+        client.add_function("matmul", binary, engine="process", input_sets=["in"],
+                            output_sets=["out"])
+
+    item = {"name": "", "key": 0, "data": base64.b64encode(struct.pack("<2q", 1, 2)).decode()}
+    body = json.dumps({"sets": [{"name": "in", "items": [item]}]})
+    return http_invocations(register, "matmul", body, duration)
 
 
 def main() -> None:
