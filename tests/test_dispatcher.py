@@ -221,3 +221,23 @@ async def test_an_engine_bug_inline_is_a_crash_and_the_slot_is_free(
     stats = d.statistics()
     assert (stats.running, stats.inline, stats.failed) == (0, 1, {"crash": 1})
     await d.close()
+
+
+async def test_the_inline_decision_remembers_a_bounded_number_of_functions(
+        registry: Registry, fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pappus.dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "INLINE_RECORDS_MAX", 3)
+    monkeypatch.setattr(fake_engine, "preemptible", True, raising=False)
+    monkeypatch.setattr(fake_engine, "invoke_preemptible",
+                        lambda artifact, inputs, limits, budget: fake_engine.invoke(
+                            artifact, inputs, limits), raising=False)
+    names = [f"f{n}" for n in range(6)]
+    for name in names:
+        add(registry, name, b"echo")
+    d = make_dispatcher(registry)
+    for name in names:
+        await d.invoke(name, [DataSet("InMats", (Item("x", 1, b"y"),))])
+    assert d.statistics().inline == len(names)
+    assert list(d._inline) == names[-3:]  # the oldest are forgotten first
+    await d.close()

@@ -72,6 +72,9 @@ COMPOSITION_GRACE_S = 0.5
 """Extra time a composition waits past its deadline for engines to report ``timeout``."""
 DEFAULT_INLINE_BUDGET_S = 0.001
 """How long an inline run may hold the event loop before it is moved to a slot."""
+INLINE_RECORDS_MAX = 4096
+"""Functions the inline decision remembers; past that the oldest record is forgotten
+(functions come and go by name, and a forgotten one simply starts afresh)."""
 
 
 @dataclass(slots=True)
@@ -476,6 +479,8 @@ class Dispatcher:
         finally:
             self._running -= 1
         abandoned = result is None and failure is None
+        if name not in self._inline and len(self._inline) >= INLINE_RECORDS_MAX:
+            del self._inline[next(iter(self._inline))]
         self._inline[name] = after_inline(record, time.thread_time() - cpu_began,
                                           self.inline_budget_s, preempted=abandoned)
         if abandoned:
