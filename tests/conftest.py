@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def registry(store: Store, fake_engine: FakeEngine) -> Registry:
     return Registry(store, {"wasm": fake_engine}, default_timeout_ms=5000,
                     default_memory_bytes=1 << 26)
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` on the event loop until it holds (fail after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
 
 
 def make_dispatcher(registry: Registry, *, slots: int = 2, queue_size: int = 64,

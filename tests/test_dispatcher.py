@@ -2,8 +2,6 @@
 
 import asyncio
 import struct
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -11,16 +9,8 @@ from pappus.engines.base import InvocationResult, PendingRun
 from pappus.errors import FunctionFailed, InvocationTimeout, Overloaded, SandboxCrash
 from pappus.model import DataSet, Item
 from pappus.registry import FunctionRegistration, Registry
-from tests.conftest import make_dispatcher
+from tests.conftest import make_dispatcher, wait_until
 from tests.fakes import FakeEngine
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Poll ``condition`` on the event loop until it holds (fail after ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.001)
 
 
 def mat(*values: int) -> bytes:

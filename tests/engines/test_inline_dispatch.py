@@ -19,6 +19,7 @@ from pappus.model import DataSet, Item
 from pappus.registry import FunctionRegistration, Registry
 from pappus.scheduling import BACKOFF_MIN, INLINE_MAX_INPUT_BYTES, INLINE_MAX_MEMORY_BYTES
 from pappus.store import Store
+from tests.conftest import wait_until
 from tests.engines.support import stdio_set, wat2wasm
 
 LOOP_STALL_BOUND_S = 0.050
@@ -73,6 +74,7 @@ class Heartbeat:
 
     def __init__(self) -> None:
         self.longest = 0.0
+        self.beats = 0
         self._task = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
@@ -81,7 +83,12 @@ class Heartbeat:
             await asyncio.sleep(0.0005)
             now = time.monotonic()
             self.longest = max(self.longest, now - last)
+            self.beats += 1
             last = now
+
+    async def started(self) -> Heartbeat:
+        await wait_until(lambda: self.beats > 0)
+        return self
 
     def stop(self) -> float:
         self._task.cancel()
@@ -108,8 +115,7 @@ async def test_short_functions_run_inline_with_the_same_results(dispatcher: Disp
 
 async def test_a_spinning_function_is_moved_to_a_slot_and_keeps_its_deadline(
         dispatcher: Dispatcher) -> None:
-    heartbeat = Heartbeat()
-    await asyncio.sleep(0.01)
+    heartbeat = await Heartbeat().started()
     began = time.monotonic()
     with pytest.raises(InvocationTimeout, match="deadline"):
         await dispatcher.invoke("spin", [None], timeout_ms=300)
@@ -127,8 +133,8 @@ async def test_a_spinning_function_is_moved_to_a_slot_and_keeps_its_deadline(
 
 async def test_short_functions_run_while_a_long_one_holds_a_slot(dispatcher: Dispatcher) -> None:
     spinning = asyncio.ensure_future(dispatcher.invoke("spin", [None], timeout_ms=2000))
-    await asyncio.sleep(0.05)  # abandoned inline, now on a slot thread
-    heartbeat = Heartbeat()
+    await wait_until(lambda: dispatcher.statistics().preempted == 1)  # now on a slot thread
+    heartbeat = await Heartbeat().started()
     began = time.monotonic()
     for n in range(30):
         result = await dispatcher.invoke("stdio", [stdio_set(str(n).encode())])
@@ -143,8 +149,7 @@ async def test_short_functions_run_while_a_long_one_holds_a_slot(dispatcher: Dis
 
 async def test_bulk_memory_instructions_stall_the_loop_once_and_boundedly(
         dispatcher: Dispatcher) -> None:
-    heartbeat = Heartbeat()
-    await asyncio.sleep(0.01)
+    heartbeat = await Heartbeat().started()
     with pytest.raises(InvocationTimeout):
         await dispatcher.invoke("filler", [None], timeout_ms=400)
     assert heartbeat.stop() < BULK_STALL_BOUND_S

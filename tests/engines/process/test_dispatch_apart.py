@@ -18,6 +18,7 @@ from pappus.model import DataSet, Item
 from pappus.registry import FunctionRegistration, Registry
 from pappus.scheduling import INLINE_MAX_INPUT_BYTES
 from pappus.store import Store
+from tests.conftest import wait_until
 from tests.engines.process.support import HOSTILE_OUTPUTS, gram, matrix
 
 LOOP_STALL_BOUND_S = 0.050
@@ -104,7 +105,8 @@ async def test_typed_outcomes_arrive_through_the_loop(dispatcher: Dispatcher) ->
 async def test_at_most_one_run_per_slot(dispatcher: Dispatcher) -> None:
     runs = [asyncio.ensure_future(dispatcher.invoke("hostile", mode("loop"), timeout_ms=200))
             for _ in range(4)]
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: dispatcher.statistics().running + dispatcher.statistics().queued
+                     == 4)
     stats = dispatcher.statistics()
     assert (stats.running, stats.queued) == (2, 2)
     for run in runs:
@@ -116,7 +118,7 @@ async def test_close_waits_for_runs_in_flight(registry: Registry) -> None:
     d = Dispatcher(registry, slots=2, queue_size=64, max_output_bytes=1 << 20,
                    default_timeout_ms=5000, sharding=parse_any_sharding_mode("auto:2"))
     spinning = asyncio.ensure_future(d.invoke("hostile", mode("loop"), timeout_ms=200))
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: d.statistics().running == 1)
     await d.close()
     assert spinning.done()
     with pytest.raises(InvocationTimeout):

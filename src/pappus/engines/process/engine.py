@@ -56,7 +56,7 @@ from pappus.engines.process import layout
 from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
 from pappus.engines.process.outcome import REPORT_STATUS, RunnerExit, classify_exit
 from pappus.engines.process.policy import compile_filter, filter_bytes
-from pappus.engines.process.pool import Runner, RunnerPool, Zygote, start_runner
+from pappus.engines.process.pool import Runner, RunnerPool, Zygote
 from pappus.engines.process.runner import ensure_runner
 from pappus.errors import InvalidBinary, OutOfMemory, SandboxError
 from pappus.model import DataSet
@@ -202,7 +202,7 @@ class ProcessEngine(Engine):
             socket.send_fds(runner.channel, [b"c"], [memfd])
         except OSError:
             runner.discard()  # killed while it waited (e.g. by an administrator)
-            runner = start_runner(self._runner_path())
+            runner = self._start_runner()
             socket.send_fds(runner.channel, [b"c"], [memfd])
         return runner
 
