@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 
 import wasmtime
 
 from pappus.engines.base import FunctionSpec, InvocationResult, Limits
 from pappus.model import DataSet, Item
+from tests.conftest import wait_until
 
 MiB = 1024 * 1024
 
@@ -44,3 +47,29 @@ def by_name(result: InvocationResult, set_name: str) -> dict[str, bytes]:
 def wat2wasm(text: str) -> bytes:
     """A module from WebAssembly text."""
     return bytes(wasmtime.wat2wasm(text))
+
+
+class Heartbeat:
+    """Measures the longest gap between turns of the event loop."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.beats = 0
+        self._task = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.0005)
+            now = time.monotonic()
+            self.longest = max(self.longest, now - last)
+            self.beats += 1
+            last = now
+
+    async def started(self) -> Heartbeat:
+        await wait_until(lambda: self.beats > 0)
+        return self
+
+    def stop(self) -> float:
+        self._task.cancel()
+        return self.longest

@@ -20,7 +20,7 @@ from pappus.registry import FunctionRegistration, Registry
 from pappus.scheduling import BACKOFF_MIN, INLINE_MAX_INPUT_BYTES, INLINE_MAX_MEMORY_BYTES
 from pappus.store import Store
 from tests.conftest import wait_until
-from tests.engines.support import stdio_set, wat2wasm
+from tests.engines.support import Heartbeat, stdio_set, wat2wasm
 
 LOOP_STALL_BOUND_S = 0.050
 """Longest the event loop may stall while a spinning function is abandoned (budget 1 ms
@@ -67,32 +67,6 @@ async def dispatcher(registry: Registry) -> AsyncIterator[Dispatcher]:
     d = make(registry)
     yield d
     await d.close()
-
-
-class Heartbeat:
-    """Measures the longest gap between turns of the event loop."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self.beats = 0
-        self._task = asyncio.get_running_loop().create_task(self._beat())
-
-    async def _beat(self) -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.0005)
-            now = time.monotonic()
-            self.longest = max(self.longest, now - last)
-            self.beats += 1
-            last = now
-
-    async def started(self) -> Heartbeat:
-        await wait_until(lambda: self.beats > 0)
-        return self
-
-    def stop(self) -> float:
-        self._task.cancel()
-        return self.longest
 
 
 def stdout(result_sets: tuple[DataSet, ...]) -> bytes:
