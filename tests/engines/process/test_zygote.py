@@ -49,7 +49,8 @@ def test_runners_are_cloned_children_of_the_worker_with_only_their_socket(
     wait_for_warm_runners(engine)
     zygote = engine.zygote_pid
     assert zygote is not None
-    assert process_facts(zygote) == ([b"pappus-runner", b"zygote"], os.getpid(), ["3"])
+    # Its socket, and the pipe its requests come down.
+    assert process_facts(zygote) == ([b"pappus-runner", b"zygote"], os.getpid(), ["3", "4"])
     for runner in engine.pool.waiting():
         assert process_facts(runner.pid) == ([b"pappus-runner", b"runner"], os.getpid(), ["3"])
     assert set(runner_children()) >= {r.pid for r in engine.pool.waiting()}
@@ -127,7 +128,7 @@ def test_zygotes_that_keep_failing_are_given_up(runner_dir: Path,
         return zygote
 
     monkeypatch.setattr(Zygote, "_start_zygote", counting)
-    monkeypatch.setattr(pool, "_clone_runner", lambda zygote, descriptor: None)
+    monkeypatch.setattr(pool, "_receive_runner", lambda zygote, wait_s: None)
     engine = ProcessEngine(runner_dir, warm_runners=0)
     try:
         artifact = prepare(engine, "matmul", process_functions["matmul"])

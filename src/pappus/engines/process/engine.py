@@ -6,9 +6,9 @@
 * **Invocation**: lay the inputs out in a new context (:mod:`.layout`) held
   by a memfd; write the runner's parameters (segment protections, limits,
   the seccomp program from :mod:`.policy`) into the context's private first
-  64 KiB; hand the memfd to a runner that was ``posix_spawn``-ed with an
-  empty environment, usually ahead of time by the warm pool (:mod:`.pool`),
-  and is used for this one invocation only. The server is never forked, so
+  64 KiB; hand the memfd to a runner cloned ahead of time by a zygote that
+  was ``posix_spawn``-ed with an empty environment (:mod:`.clone_pool`,
+  :mod:`.pool`), used for this one invocation only. The server is never forked, so
   nothing of its memory reaches the function; the runner maps only the
   context.
 * **Deadline**: whoever waits for the run (the dispatcher's event loop via
@@ -37,8 +37,9 @@ import select
 import signal
 import socket
 import struct
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pappus.engines.base import (
@@ -53,10 +54,11 @@ from pappus.engines.base import (
 )
 from pappus.engines.native_build import default_cache_dir
 from pappus.engines.process import layout
+from pappus.engines.process.clone_pool import ClonePool
 from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
 from pappus.engines.process.outcome import REPORT_STATUS, RunnerExit, classify_exit
 from pappus.engines.process.policy import compile_filter, filter_bytes
-from pappus.engines.process.pool import Runner, RunnerPool, Zygote
+from pappus.engines.process.pool import Runner, Zygote
 from pappus.engines.process.runner import ensure_runner
 from pappus.errors import InvalidBinary, OutOfMemory, SandboxError
 from pappus.model import DataSet
@@ -107,9 +109,9 @@ class ProcessEngine(Engine):
                  warm_runners: int = DEFAULT_WARM_RUNNERS) -> None:
         self._runner_dir = runner_dir or default_cache_dir()
         self._runner: str | None = None
-        self._zygote: Zygote | None = None
-        self.pool: RunnerPool[Runner] = RunnerPool(self._start_runner, warm_runners,
-                                                   Runner.discard)
+        self._warm_runners = warm_runners
+        self._pool: ClonePool | None = None
+        self._pool_lock = threading.Lock()
         self._filter = filter_bytes(compile_filter())
         if len(self._filter) // 8 > MAX_FILTER:
             raise ValueError("the seccomp program is longer than the runner accepts")
@@ -117,7 +119,7 @@ class ProcessEngine(Engine):
         self._counters = InvocationCounters(self.name)
 
     def __repr__(self) -> str:
-        return f"<ProcessEngine {self._counters!r} pool={self.pool!r}>"
+        return f"<ProcessEngine {self._counters!r} pool={self._pool!r}>"
 
     def _runner_path(self) -> str:
         if self._runner is None:
@@ -125,15 +127,17 @@ class ProcessEngine(Engine):
         return self._runner
 
     @property
+    def pool(self) -> ClonePool:
+        """The warm runners (made on first use: it needs the runner built)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ClonePool(Zygote(self._runner_path()), self._warm_runners)
+            return self._pool
+
+    @property
     def zygote_pid(self) -> int | None:
         """The process id of the zygote that clones runners, once one runs."""
-        return self._zygote.pid if self._zygote is not None else None
-
-    def _start_runner(self) -> Runner:
-        """A new runner: cloned by the zygote (started on first use), or spawned."""
-        if self._zygote is None:
-            self._zygote = Zygote(self._runner_path())
-        return self._zygote.start_runner()
+        return self._pool.zygote.pid if self._pool is not None else None
 
     def prepare(self, spec: FunctionSpec, cache_dir: Path | None) -> ProcessArtifact:
         """Validate ``spec.binary`` (see :mod:`.elf`); make sure the runner exists."""
@@ -146,7 +150,7 @@ class ProcessEngine(Engine):
             if image.end + layout.MIN_FREE_BYTES + layout.HEAP_END_OFFSET > size:
                 raise InvalidBinary(f"the image ends at {image.end:#x}, too close to the end of "
                                     f"its {size}-byte context", engine="process")
-        self._runner_path()
+        self.pool.refill()  # builds the runner if needed; the first invocation finds one ready
         self._counters.count_prepared()
         return ProcessArtifact(spec, image, self._filter)
 
@@ -193,16 +197,18 @@ class ProcessEngine(Engine):
             os.close(memfd)
             raise
         return _PendingProcess(self._counters, artifact, limits=limits, context=context,
-                               memfd=memfd, runner=runner, started=started)
+                               memfd=memfd, runner=runner, started=started,
+                               after_run=self.pool.refill)
 
     def _hand_over(self, memfd: int) -> Runner:
         """Give the context to a started runner (a fresh one if a waiting one died)."""
-        runner = self.pool.take()
+        pool = self.pool
+        runner = pool.take()
         try:
             socket.send_fds(runner.channel, [b"c"], [memfd])
         except OSError:
             runner.discard()  # killed while it waited (e.g. by an administrator)
-            runner = self._start_runner()
+            runner = pool.zygote.start_runner()
             socket.send_fds(runner.channel, [b"c"], [memfd])
         return runner
 
@@ -221,9 +227,10 @@ class ProcessEngine(Engine):
     def close(self) -> None:
         """Refuse further invocations and end the warm runners. Idempotent."""
         self._closed = True
-        self.pool.close()
-        if self._zygote is not None:
-            self._zygote.close()
+        with self._pool_lock:
+            pool = self._pool
+        if pool is not None:
+            pool.close()
 
 
 # No ``setsigdef``: exec already resets caught signals, the runner installs its own
@@ -255,8 +262,9 @@ class _PendingProcess(PendingRun):
 
     def __init__(self, counters: InvocationCounters, artifact: ProcessArtifact, *,
                  limits: Limits, context: layout.Context, memfd: int, runner: Runner,
-                 started: float) -> None:
+                 started: float, after_run: Callable[[], None]) -> None:
         self._counters = counters
+        self._after_run = after_run
         self._artifact = artifact
         self._limits = limits
         self._context = context
@@ -307,6 +315,8 @@ class _PendingProcess(PendingRun):
         try:
             try:
                 _, status = os.waitpid(self._runner.pid, 0)
+                # The next runner is cloned now, while we read the outputs: not beside the run.
+                self._after_run()
             finally:
                 os.close(self._runner.pidfd)
                 self._runner.channel.close()  # after the exit: closing earlier costs a wake-up

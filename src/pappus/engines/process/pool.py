@@ -6,10 +6,12 @@ runners blocked in ``recvmsg`` on their socket; the linux engine's launchers
 parked in their first notified call), so an invocation only hands its work
 over. Every process still serves exactly one invocation: nothing is reused,
 and a waiting one holds nothing but its own empty image (the work arrives
-with the invocation). A background thread refills the pool after each take;
-when it is empty one is started on the spot. Processes are started with
+with the invocation). In :class:`RunnerPool` (the linux engine's) a
+background thread refills the pool after each take; when it is empty one is
+started on the spot. Processes are started with
 :func:`pappus.engines.spawn.spawn` (``posix_spawn``: the worker is never
-forked), or, for the process engine, cloned by a :class:`Zygote` runner.
+forked), or cloned by a :class:`Zygote`. The process engine keeps its runners
+without a thread (:mod:`pappus.engines.process.clone_pool`).
 
 A waiting runner exits by itself when its socket reaches end-of-file: when
 :meth:`RunnerPool.close` closes the worker's ends, or when the worker dies.
@@ -19,10 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import select
 import signal
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +37,8 @@ from pappus.engines.spawn import spawn
 
 log = logging.getLogger(__name__)
 CHANNEL_FD = 3
+REQUEST_FD = 4
+"""Where a zygote whose runners are passed no descriptor reads its requests (a pipe)."""
 ZYGOTE_REPLY_TIMEOUT_S = 2.0
 """How long a zygote may take to deliver a runner before it is replaced."""
 ZYGOTE_GIVE_UP_AFTER = 3
@@ -98,6 +105,12 @@ class Zygote:
     only with ``posix_spawn``.
     ``passed_fd`` is where each runner expects the descriptor given to
     :meth:`start_runner` (the linux launcher's parameters: 0). Thread-safe.
+
+    Without a descriptor to pass, runners can also be asked for ahead of time
+    (:meth:`request`): the zygote clones them on its own while the worker goes
+    on, and their sockets wait in the worker's receive buffer until
+    :meth:`collect` or :meth:`start_runner` picks them up. No thread of the
+    worker is involved (see :class:`~pappus.engines.process.clone_pool.ClonePool`).
     """
 
     def __init__(self, path: str, *, passed_fd: int | None = None) -> None:
@@ -105,31 +118,42 @@ class Zygote:
         self._passed_fd = passed_fd
         self._lock = threading.Lock()
         self._zygote: Runner | None = None
+        self._requests: int | None = None
+        """Our end of the zygote's request pipe (runners that are passed no descriptor)."""
         self._closed = False
         self._failed_in_a_row = 0
+        self._outstanding = 0
 
     def __repr__(self) -> str:
-        return f"<Zygote pid={self.pid}>"
+        return f"<Zygote pid={self.pid} outstanding={self._outstanding}>"
+
+    @property
+    def outstanding(self) -> int:
+        """Runners asked for with :meth:`request` and not picked up yet."""
+        return self._outstanding
 
     def start_runner(self, descriptor: int | None = None) -> Runner:
-        """A new runner, given ``descriptor`` (if this zygote passes one)."""
+        """A new runner, given ``descriptor`` (if this zygote passes one).
+
+        One asked for earlier with :meth:`request` if any is on its way (it is
+        waited for), else one asked for now.
+        """
         if (descriptor is None) != (self._passed_fd is None):
             raise ValueError("pass a descriptor exactly when the zygote was made to pass one")
         with self._lock:
             for _ in range(2):
-                if self._closed or self._failed_in_a_row >= ZYGOTE_GIVE_UP_AFTER:
+                if not self._usable():
                     break
                 try:
                     zygote = self._zygote or self._start_zygote()
                 except OSError as exc:
                     log.warning("cannot start a runner zygote (%s); spawning runners", exc)
                     break
-                runner = _clone_runner(zygote, descriptor)
+                runner = self._ask_and_receive(zygote, descriptor)
                 if runner is not None:
                     self._failed_in_a_row = 0
                     return runner
-                self._zygote = None
-                zygote.discard()
+                self._drop_zygote()
             else:
                 self._failed_in_a_row += 1
                 if self._failed_in_a_row == ZYGOTE_GIVE_UP_AFTER:
@@ -139,47 +163,167 @@ class Zygote:
             return start_runner(self._path, {self._passed_fd: descriptor})
         return start_runner(self._path)
 
+    def _ask_and_receive(self, zygote: Runner, descriptor: int | None) -> Runner | None:
+        """One runner from ``zygote``: one already asked for, or one asked for now."""
+        try:
+            if self._outstanding == 0:
+                if descriptor is None:
+                    self._send_requests(zygote, 1)
+                else:
+                    socket.send_fds(zygote.channel, [b"r"], [descriptor])
+                self._outstanding += 1
+            runner = _receive_runner(zygote, ZYGOTE_REPLY_TIMEOUT_S)
+        except OSError:
+            return None
+        if runner is not None:
+            self._outstanding -= 1
+        return runner
+
+    def request(self, count: int) -> int:
+        """Ask for ``count`` more runners without waiting for them; how many were asked for.
+
+        Nothing is asked for (0) when no zygote can serve; :meth:`start_runner`
+        then starts runners itself.
+        """
+        if self._passed_fd is not None:
+            raise ValueError("runners that are passed a descriptor cannot be asked for ahead")
+        with self._lock:
+            if count <= 0 or not self._usable():
+                return 0
+            try:
+                zygote = self._zygote or self._start_zygote()
+                self._send_requests(zygote, count)
+            except OSError:
+                self._drop_zygote()  # the next start_runner replaces it or gives up
+                return 0
+            self._outstanding += count
+            return count
+
+    def collect(self) -> list[Runner]:
+        """The runners asked for with :meth:`request` that have arrived; never waits."""
+        arrived: list[Runner] = []
+        with self._lock:
+            while self._outstanding and self._zygote is not None:
+                try:
+                    runner = _receive_runner(self._zygote, 0.0)
+                except OSError:
+                    self._drop_zygote()  # the next start_runner replaces it or gives up
+                    break
+                if runner is None:
+                    break
+                self._outstanding -= 1
+                arrived.append(runner)
+        return arrived
+
+    def _usable(self) -> bool:
+        return not self._closed and self._failed_in_a_row < ZYGOTE_GIVE_UP_AFTER
+
     def _start_zygote(self) -> Runner:
-        zygote = start_runner(self._path, argv=("pappus-runner", "zygote"))
-        zygote.channel.settimeout(ZYGOTE_REPLY_TIMEOUT_S)  # a stopped zygote must not hang us
+        if self._passed_fd is not None:
+            zygote = start_runner(self._path, argv=("pappus-runner", "zygote"))
+        else:
+            # Requests go down a pipe, runners come back on the socket (see runner.c).
+            theirs, ours = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(ours, False)  # theirs blocks: the zygote sleeps in read
+            try:
+                zygote = start_runner(self._path, {REQUEST_FD: theirs},
+                                      argv=("pappus-runner", "zygote"))
+            except BaseException:
+                os.close(ours)
+                raise
+            finally:
+                os.close(theirs)
+            self._requests = ours
+        # Never block on the zygote: waits for it are polls with a timeout, so a stopped
+        # zygote cannot hang us (see _receive_runner).
+        zygote.channel.setblocking(False)
         self._zygote = zygote
         return zygote
+
+    def _send_requests(self, zygote: Runner, count: int) -> None:
+        """Ask ``zygote`` for ``count`` runners (:class:`OSError` if it cannot take them)."""
+        if self._requests is None:
+            zygote.channel.send(b"r" * count)
+        elif os.write(self._requests, b"r" * count) != count:
+            raise BlockingIOError("the zygote's request pipe is full")
+
+    def _drop_zygote(self) -> None:
+        """End the current zygote (it failed to deliver) and any runner it already delivered.
+
+        Runners delivered but not picked up are received and ended here: once
+        our end of the socket is closed they would exit unseen and never be reaped.
+        """
+        if self._zygote is not None:
+            while True:
+                try:
+                    runner = _receive_runner(self._zygote, 0.0)
+                except OSError:
+                    runner = None
+                if runner is None:
+                    break
+                runner.discard()
+            self._zygote.discard()
+            self._zygote = None
+        if self._requests is not None:
+            os.close(self._requests)
+            self._requests = None
+        self._outstanding = 0
 
     @property
     def pid(self) -> int | None:
         """The zygote's process id, while one runs."""
         return self._zygote.pid if self._zygote is not None else None
 
-    def close(self) -> None:
-        """End the zygote (its socket reaches end-of-file). Idempotent."""
+    def close(self, *, wait_s: float = ZYGOTE_REPLY_TIMEOUT_S) -> list[Runner]:
+        """End the zygote (its socket reaches end-of-file). Idempotent.
+
+        Runners asked for and still on their way are waited for (up to
+        ``wait_s`` in all) and returned, so that the caller can end and reap
+        them: closing our end first would leave them unreaped.
+        """
+        arrived: list[Runner] = []
         with self._lock:
             self._closed = True
-            if self._zygote is not None:
-                self._zygote.discard()
-                self._zygote = None
+            give_up = time.monotonic() + wait_s
+            while self._outstanding and self._zygote is not None:
+                try:
+                    runner = _receive_runner(self._zygote, max(0.0, give_up - time.monotonic()))
+                except OSError:
+                    runner = None
+                if runner is None:
+                    break
+                self._outstanding -= 1
+                arrived.append(runner)
+            self._drop_zygote()
+        return arrived
 
 
-def _clone_runner(zygote: Runner, descriptor: int | None) -> Runner | None:
-    """Ask ``zygote`` for one runner (handing it ``descriptor``); ``None`` if none came."""
+def _receive_runner(zygote: Runner, wait_s: float) -> Runner | None:
+    """The next runner ``zygote`` delivered, waiting up to ``wait_s``; ``None`` if none came.
+
+    Raises :class:`OSError` if the zygote's socket is broken or the delivery
+    malformed. The zygote's socket is non-blocking.
+    """
+    if wait_s > 0:
+        poller = select.poll()
+        poller.register(zygote.channel, select.POLLIN)
+        if not poller.poll(math.ceil(wait_s * 1000)):
+            return None
     try:
-        if descriptor is None:
-            zygote.channel.sendall(b"r")
-        else:
-            socket.send_fds(zygote.channel, [b"r"], [descriptor])
         data, descriptors, _, _ = socket.recv_fds(zygote.channel, 4, 1)
-    except OSError:
+    except BlockingIOError:
         return None
     if len(data) != 4 or len(descriptors) != 1:
         for received in descriptors:
             os.close(received)
-        return None
+        raise ConnectionError("the zygote's delivery was malformed or it closed its socket")
     channel = socket.socket(fileno=descriptors[0])
     pid = int.from_bytes(data, "little")
     try:
         pidfd = os.pidfd_open(pid)  # our child (CLONE_PARENT), not reaped: the pid is its own
     except OSError:
         channel.close()
-        return None
+        raise
     return Runner(pid, pidfd, channel)
 
 

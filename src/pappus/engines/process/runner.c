@@ -25,7 +25,7 @@
  * runs.
  *
  * Started with the argument "zygote", the program starts runners instead:
- * for each byte read on descriptor 3 it makes a socket pair and clones
+ * for each byte read on descriptor 4 (a pipe) it makes a socket pair and clones
  * itself with CLONE_PARENT (the worker becomes the parent, reaps it and
  * opens its pidfd), and sends the worker its end with the new pid. The
  * clone closes everything but its end, which becomes its descriptor 3, and
@@ -253,14 +253,17 @@ static long send_runner(int fd, int32_t pid) {
 }
 
 /* `mode` is the zygote's argument string: a clone renames itself "runner" (same length),
- * so /proc and ps tell the zygote and its runners apart. */
+ * so /proc and ps tell the zygote and its runners apart.
+ * Requests arrive on a pipe (descriptor 4), runners leave on the socket (3): a zygote
+ * asleep on the socket would be woken for nothing each time the worker takes a runner
+ * out of it (the kernel wakes a sender's waiters when its data is consumed). */
 __attribute__((noreturn)) static void zygote(char *mode) {
-    /* Only the worker's socket: nothing the worker let through by mistake is kept open. */
+    /* Only the worker's socket and pipe: nothing let through by mistake is kept open. */
     check(sys6(SYS_CLOSE_RANGE, 0, 2, 0, 0, 0, 0), 9);
-    check(sys6(SYS_CLOSE_RANGE, 4, ~0UL, 0, 0, 0, 0), 9);
+    check(sys6(SYS_CLOSE_RANGE, 5, ~0UL, 0, 0, 0, 0), 9);
     for (;;) {
         char byte;
-        if (sys6(SYS_READ, 3, (long)&byte, 1, 0, 0, 0) <= 0) leave(0); /* pool closed */
+        if (sys6(SYS_READ, 4, (long)&byte, 1, 0, 0, 0) <= 0) leave(0); /* pool closed */
         int pair[2];
         check(sys6(SYS_SOCKETPAIR, 1 /* AF_UNIX */, 1 /* SOCK_STREAM */, 0, (long)pair, 0, 0),
               9);
@@ -270,7 +273,7 @@ __attribute__((noreturn)) static void zygote(char *mode) {
             for (unsigned i = 0; i < sizeof runner; i++) mode[i] = runner[i];
             if (pair[1] != 3) check(sys6(SYS_DUP3, pair[1], 3, 0, 0, 0, 0), 9);
             check(sys6(SYS_CLOSE_RANGE, 0, 2, 0, 0, 0, 0), 9);
-            check(sys6(SYS_CLOSE_RANGE, 4, ~0UL, 0, 0, 0, 0), 9);
+            check(sys6(SYS_CLOSE_RANGE, 4, ~0UL, 0, 0, 0, 0), 9); /* also the request pipe */
             runner_main();
         }
         if (pid > 0) check(send_runner(pair[0], (int32_t)pid), 9);
