@@ -10,16 +10,18 @@
  * 0x10000) hold the parameters the worker prepared: segment protections,
  * limits and the seccomp filter it generated. The runner
  *
+ *   0. before the context arrives (nothing here depends on it): forbids
+ *      core dumps and file writes, bounds its own stack, installs a handler
+ *      that, on SIGSYS from the filter or a fault, writes a report (signal,
+ *      syscall, fault address, rip) at the top of the context and exits with
+ *      REPORT_STATUS, and sets no_new_privs; then, with the context:
  *   1. reads the parameters, maps the context at address 0x10000 (context
  *      offset == virtual address; MAP_FIXED_NOREPLACE, so it never replaces
  *      its own mappings) and applies each segment's protection;
- *   2. closes every descriptor, sets RLIMIT_CPU, forbids core dumps and
- *      file writes, and makes itself non-dumpable;
- *   3. installs a handler that, on SIGSYS from the filter or a fault, writes
- *      a report (signal, syscall, fault address, rip) at the top of the
- *      context and exits with REPORT_STATUS;
- *   4. sets no_new_privs, installs the filter, clears the registers and
- *      jumps to the function's entry with the stack at context_size - 32.
+ *   2. closes every descriptor, sets RLIMIT_CPU and makes itself
+ *      non-dumpable;
+ *   4. installs the filter, clears the registers and jumps to the
+ *      function's entry with the stack at context_size - 32.
  *
  * Setup failures exit with SETUP_STATUS_BASE + step before the function
  * runs.
@@ -128,6 +130,7 @@ static void on_signal(int signal, void *info_raw, void *context_raw) {
     const unsigned char *info = info_raw;
     const unsigned char *context = context_raw;
     struct report *report = (struct report *)params.report_address;
+    if (!report) leave(SETUP_STATUS_BASE + 6); /* before any context: the runner's own fault */
     report->signal = (uint16_t)signal;
     report->code = (int16_t) * (const int32_t *)(info + 8);
     report->address = *(const uint64_t *)(info + 16); /* si_addr or si_call_addr */
@@ -176,7 +179,31 @@ static int receive_context(void) {
     return (int)header[4];
 }
 
+/* What does not depend on the invocation is done before waiting for it (off its path):
+ * limits, signal reports and no_new_privs. The filter comes with the context. */
+static void prepare_before_context(void) {
+    uint64_t zero[2] = {0, 0};
+    check(sys6(SYS_SETRLIMIT, 4 /* RLIMIT_CORE */, (long)zero, 0, 0, 0, 0), 5);
+    check(sys6(SYS_SETRLIMIT, 1 /* RLIMIT_FSIZE */, (long)zero, 0, 0, 0, 0), 5);
+    /* The kernel-made stack the runner started on stays mapped; stop it growing. */
+    uint64_t stack_limit[2] = {256 * 1024, 256 * 1024};
+    check(sys6(SYS_SETRLIMIT, 3 /* RLIMIT_STACK */, (long)stack_limit, 0, 0, 0, 0), 5);
+
+    /* 3. Reports for the filter's SIGSYS and for faults (the report address comes with
+     * the context; the handler writes nowhere before it is known). */
+    uint64_t stack[3] = {(uint64_t)signal_stack, 0, sizeof signal_stack};
+    check(sys6(SYS_SIGALTSTACK, (long)stack, 0, 0, 0, 0, 0), 6);
+    struct kernel_sigaction action = {(void *)on_signal, SA_SIGINFO | SA_ONSTACK | SA_RESTORER,
+                                      (void *)restore, ~0ULL};
+    static const int reported[] = {31 /* SIGSYS */, 11 /* SIGSEGV */, 7 /* SIGBUS */,
+                                   4 /* SIGILL */,  8 /* SIGFPE */,  5 /* SIGTRAP */};
+    for (unsigned i = 0; i < sizeof reported / sizeof reported[0]; i++)
+        check(sys6(SYS_RT_SIGACTION, reported[i], (long)&action, 0, 8, 0, 0), 6);
+    check(sys6(SYS_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0), 7);
+}
+
 __attribute__((noreturn)) static void runner_main(void) {
+    prepare_before_context();
     const int context_fd = receive_context();
     /* The fixed part first, then only as much of the filter as there is
      * (each page read is a page fault in our bss). */
@@ -203,26 +230,9 @@ __attribute__((noreturn)) static void runner_main(void) {
     check(sys6(SYS_CLOSE_RANGE, 0, ~0UL, 0, 0, 0, 0), 4);
     uint64_t cpu[2] = {params.cpu_seconds, params.cpu_seconds + 1};
     check(sys6(SYS_SETRLIMIT, 0 /* RLIMIT_CPU */, (long)cpu, 0, 0, 0, 0), 5);
-    uint64_t zero[2] = {0, 0};
-    check(sys6(SYS_SETRLIMIT, 4 /* RLIMIT_CORE */, (long)zero, 0, 0, 0, 0), 5);
-    check(sys6(SYS_SETRLIMIT, 1 /* RLIMIT_FSIZE */, (long)zero, 0, 0, 0, 0), 5);
-    /* The kernel-made stack the runner started on stays mapped; stop it growing. */
-    uint64_t stack_limit[2] = {256 * 1024, 256 * 1024};
-    check(sys6(SYS_SETRLIMIT, 3 /* RLIMIT_STACK */, (long)stack_limit, 0, 0, 0, 0), 5);
     check(sys6(SYS_PRCTL, 4 /* PR_SET_DUMPABLE */, 0, 0, 0, 0, 0), 5);
 
-    /* 3. Reports for the filter's SIGSYS and for faults. */
-    uint64_t stack[3] = {(uint64_t)signal_stack, 0, sizeof signal_stack};
-    check(sys6(SYS_SIGALTSTACK, (long)stack, 0, 0, 0, 0, 0), 6);
-    struct kernel_sigaction action = {(void *)on_signal, SA_SIGINFO | SA_ONSTACK | SA_RESTORER,
-                                      (void *)restore, ~0ULL};
-    static const int reported[] = {31 /* SIGSYS */, 11 /* SIGSEGV */, 7 /* SIGBUS */,
-                                   4 /* SIGILL */,  8 /* SIGFPE */,  5 /* SIGTRAP */};
-    for (unsigned i = 0; i < sizeof reported / sizeof reported[0]; i++)
-        check(sys6(SYS_RT_SIGACTION, reported[i], (long)&action, 0, 8, 0, 0), 6);
-
-    /* 4. Confinement, then the function. */
-    check(sys6(SYS_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0), 7);
+    /* 4. Confinement (no_new_privs is set already), then the function. */
     struct {
         uint16_t length;
         struct sock_filter *filter;
