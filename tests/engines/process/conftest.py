@@ -85,6 +85,20 @@ def cold_engine(runner_dir: Path) -> Iterator[ProcessEngine]:
     engine.close()
 
 
+@pytest.fixture
+def fresh_engine(runner_dir: Path) -> Iterator[ProcessEngine]:
+    """An engine of the test's own, with its own zygote and warm runners."""
+    engine = ProcessEngine(runner_dir)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def fresh_matmul(fresh_engine: ProcessEngine,
+                 process_functions: dict[str, bytes]) -> ProcessArtifact:
+    return prepare(fresh_engine, "matmul", process_functions["matmul"])
+
+
 @pytest.fixture(scope="module")
 def hostile(process_engine: ProcessEngine, process_functions: dict[str, bytes]) -> ProcessArtifact:
     return prepare(process_engine, "hostile", process_functions["hostile"], HOSTILE_OUTPUTS)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pappus.engines.base import FunctionSpec, InvocationResult, Limits
 from pappus.engines.process import ProcessArtifact, ProcessEngine
+from pappus.engines.process.clone_pool import ClonePool
 from pappus.model import DataSet, Item
 
 MiB = 1 << 20
@@ -109,3 +110,11 @@ def assert_no_stray_runners(waiting_at_most: int | None = None) -> None:
     assert set(children.values()) <= {"S"}, f"runners running on or unreaped: {children}"
     if waiting_at_most is not None:
         assert len(children) <= waiting_at_most, f"more runners than warm ones: {children}"
+
+
+def wait_until_full(pool: ClonePool) -> None:
+    """Wait (up to 5 s) until ``pool`` has as many runners ready as it keeps."""
+    deadline = time.monotonic() + 5
+    while len(pool.waiting()) < pool.size:
+        assert time.monotonic() < deadline, pool
+        time.sleep(0.005)

@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,64 +19,45 @@ from pappus.engines.process.runner import ensure_runner
 from tests.engines.process.support import (
     assert_no_stray_runners,
     check_matmul,
-    prepare,
     runner_children,
+    wait_until_full,
 )
 
 
-@pytest.fixture
-def engine(runner_dir: Path) -> Iterator[ProcessEngine]:
-    e = ProcessEngine(runner_dir)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def matmul_here(engine: ProcessEngine, process_functions: dict[str, bytes]) -> ProcessArtifact:
-    return prepare(engine, "matmul", process_functions["matmul"])
-
-
-def wait_until_full(pool: ClonePool) -> None:
-    deadline = time.monotonic() + 5
-    while len(pool.waiting()) < pool.size:
-        assert time.monotonic() < deadline, pool
-        time.sleep(0.005)
-
-
 def test_registration_asks_for_runners_and_invocations_find_them_ready(
-        engine: ProcessEngine, matmul_here: ProcessArtifact) -> None:
-    wait_until_full(engine.pool)  # asked for by prepare, before any invocation
+        fresh_engine: ProcessEngine, fresh_matmul: ProcessArtifact) -> None:
+    wait_until_full(fresh_engine.pool)  # asked for by prepare, before any invocation
     threads = threading.active_count()
     for seed in range(6):
-        check_matmul(engine, matmul_here, seed)
-        wait_until_full(engine.pool)  # refilled after each run, without our help
-    assert engine.pool.taken == 6
-    assert engine.pool.waited_for == 0, engine.pool
+        check_matmul(fresh_engine, fresh_matmul, seed)
+        wait_until_full(fresh_engine.pool)  # refilled after each run, without our help
+    assert fresh_engine.pool.taken == 6
+    assert fresh_engine.pool.waited_for == 0, fresh_engine.pool
     assert threading.active_count() == threads, "the pool started a thread"
 
 
 def test_back_to_back_invocations_never_start_more_than_the_pool_holds(
-        engine: ProcessEngine, matmul_here: ProcessArtifact) -> None:
+        fresh_engine: ProcessEngine, fresh_matmul: ProcessArtifact) -> None:
     for seed in range(40):
-        check_matmul(engine, matmul_here, seed)
-    pool = engine.pool
+        check_matmul(fresh_engine, fresh_matmul, seed)
+    pool = fresh_engine.pool
     assert len(pool.waiting()) + pool.zygote.outstanding <= pool.size
     wait_until_full(pool)
     assert_no_stray_runners(pool.size)
 
 
 def test_runners_delivered_before_the_zygote_died_are_used_then_the_zygote_is_replaced(
-        engine: ProcessEngine, matmul_here: ProcessArtifact) -> None:
-    wait_until_full(engine.pool)
-    first = engine.zygote_pid
+        fresh_engine: ProcessEngine, fresh_matmul: ProcessArtifact) -> None:
+    wait_until_full(fresh_engine.pool)
+    first = fresh_engine.zygote_pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
     for seed in range(8):
-        check_matmul(engine, matmul_here, seed)
-    wait_until_full(engine.pool)
-    assert engine.zygote_pid not in (None, first)
+        check_matmul(fresh_engine, fresh_matmul, seed)
+    wait_until_full(fresh_engine.pool)
+    assert fresh_engine.zygote_pid not in (None, first)
     assert not Path(f"/proc/{first}").exists(), "the dead zygote was not reaped"
-    assert_no_stray_runners(engine.pool.size)
+    assert_no_stray_runners(fresh_engine.pool.size)
 
 
 def test_closing_with_runners_on_their_way_reaps_every_one(runner_dir: Path) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pappus.engines.process import ProcessEngine, engine as engine_module
+from pappus.engines.process import ProcessEngine
+from pappus.engines.process import engine as engine_module
 from pappus.errors import SandboxCrash
 from tests.engines.process.support import check_matmul, prepare, run_mode
 

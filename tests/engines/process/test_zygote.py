@@ -7,26 +7,18 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pappus.engines.process import ProcessArtifact, ProcessEngine, pool
 from pappus.engines.process.pool import Zygote
-from tests.engines.process.support import check_matmul, prepare, runner_children
-
-
-@pytest.fixture
-def engine(runner_dir: Path) -> Iterator[ProcessEngine]:
-    e = ProcessEngine(runner_dir)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def matmul_here(engine: ProcessEngine, process_functions: dict[str, bytes]) -> ProcessArtifact:
-    return prepare(engine, "matmul", process_functions["matmul"])
+from tests.engines.process.support import (
+    check_matmul,
+    prepare,
+    runner_children,
+    wait_until_full,
+)
 
 
 def process_facts(pid: int) -> tuple[list[bytes], int, list[str]]:
@@ -36,37 +28,30 @@ def process_facts(pid: int) -> tuple[list[bytes], int, list[str]]:
     return argv, parent, sorted(os.listdir(f"/proc/{pid}/fd"))
 
 
-def wait_for_warm_runners(engine: ProcessEngine) -> None:
-    deadline = time.monotonic() + 5
-    while len(engine.pool.waiting()) < engine.pool.size:
-        assert time.monotonic() < deadline, engine.pool
-        time.sleep(0.01)
-
-
 def test_runners_are_cloned_children_of_the_worker_with_only_their_socket(
-        engine: ProcessEngine, matmul_here: ProcessArtifact) -> None:
-    check_matmul(engine, matmul_here, 3)
-    wait_for_warm_runners(engine)
-    zygote = engine.zygote_pid
+        fresh_engine: ProcessEngine, fresh_matmul: ProcessArtifact) -> None:
+    check_matmul(fresh_engine, fresh_matmul, 3)
+    wait_until_full(fresh_engine.pool)
+    zygote = fresh_engine.zygote_pid
     assert zygote is not None
     # Its socket, and the pipe its requests come down.
     assert process_facts(zygote) == ([b"pappus-runner", b"zygote"], os.getpid(), ["3", "4"])
-    for runner in engine.pool.waiting():
+    for runner in fresh_engine.pool.waiting():
         assert process_facts(runner.pid) == ([b"pappus-runner", b"runner"], os.getpid(), ["3"])
-    assert set(runner_children()) >= {r.pid for r in engine.pool.waiting()}
+    assert set(runner_children()) >= {r.pid for r in fresh_engine.pool.waiting()}
 
 
-def test_a_killed_zygote_is_replaced(engine: ProcessEngine,
-                                     matmul_here: ProcessArtifact) -> None:
-    check_matmul(engine, matmul_here, 1)
-    wait_for_warm_runners(engine)
-    first = engine.zygote_pid
+def test_a_killed_zygote_is_replaced(fresh_engine: ProcessEngine,
+                                     fresh_matmul: ProcessArtifact) -> None:
+    check_matmul(fresh_engine, fresh_matmul, 1)
+    wait_until_full(fresh_engine.pool)
+    first = fresh_engine.zygote_pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
     for seed in range(2, 8):  # uses up the warm runners, then needs new ones
-        check_matmul(engine, matmul_here, seed)
-    wait_for_warm_runners(engine)
-    assert engine.zygote_pid not in (None, first)
+        check_matmul(fresh_engine, fresh_matmul, seed)
+    wait_until_full(fresh_engine.pool)
+    assert fresh_engine.zygote_pid not in (None, first)
     assert not Path(f"/proc/{first}").exists(), "the dead zygote was not reaped"
 
 
