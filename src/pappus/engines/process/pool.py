@@ -201,19 +201,28 @@ class Zygote:
 
     def collect(self) -> list[Runner]:
         """The runners asked for with :meth:`request` that have arrived; never waits."""
-        arrived: list[Runner] = []
         with self._lock:
-            while self._outstanding and self._zygote is not None:
-                try:
-                    runner = _receive_runner(self._zygote, 0.0)
-                except OSError:
-                    self._drop_zygote()  # the next start_runner replaces it or gives up
-                    break
-                if runner is None:
-                    break
-                self._outstanding -= 1
-                arrived.append(runner)
+            arrived, broken = self._take_arrived(0.0)
+            if broken:
+                self._drop_zygote()  # the next start_runner replaces it or gives up
         return arrived
+
+    def _take_arrived(self, wait_s: float, *,
+                      unasked_too: bool = False) -> tuple[list[Runner], bool]:
+        """Runners the zygote delivered (waiting up to ``wait_s`` in all for those asked
+        for), and whether its socket broke. ``unasked_too``: drain whatever is there."""
+        arrived: list[Runner] = []
+        give_up = time.monotonic() + wait_s
+        while self._zygote is not None and (self._outstanding or unasked_too):
+            try:
+                runner = _receive_runner(self._zygote, max(0.0, give_up - time.monotonic()))
+            except OSError:
+                return arrived, True
+            if runner is None:
+                break
+            self._outstanding = max(0, self._outstanding - 1)
+            arrived.append(runner)
+        return arrived, False
 
     def _usable(self) -> bool:
         return not self._closed and self._failed_in_a_row < ZYGOTE_GIVE_UP_AFTER
@@ -254,13 +263,7 @@ class Zygote:
         our end of the socket is closed they would exit unseen and never be reaped.
         """
         if self._zygote is not None:
-            while True:
-                try:
-                    runner = _receive_runner(self._zygote, 0.0)
-                except OSError:
-                    runner = None
-                if runner is None:
-                    break
+            for runner in self._take_arrived(0.0, unasked_too=True)[0]:
                 runner.discard()
             self._zygote.discard()
             self._zygote = None
@@ -281,19 +284,9 @@ class Zygote:
         ``wait_s`` in all) and returned, so that the caller can end and reap
         them: closing our end first would leave them unreaped.
         """
-        arrived: list[Runner] = []
         with self._lock:
             self._closed = True
-            give_up = time.monotonic() + wait_s
-            while self._outstanding and self._zygote is not None:
-                try:
-                    runner = _receive_runner(self._zygote, max(0.0, give_up - time.monotonic()))
-                except OSError:
-                    runner = None
-                if runner is None:
-                    break
-                self._outstanding -= 1
-                arrived.append(runner)
+            arrived = self._take_arrived(wait_s)[0]
             self._drop_zygote()
         return arrived
 
