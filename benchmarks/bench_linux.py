@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.bench_http import http_invocations
-from benchmarks.stats import percentile, summary_us, verdict
+from benchmarks.stats import idle_policy, percentile, summary_us, verdict
 from pappus import Client
 from pappus.engines.base import FunctionSpec, Limits
 from pappus.engines.linux import LinuxEngine
@@ -194,6 +194,7 @@ def report(results: dict[str, list[float]]) -> None:
     true_ratio = median["bwrap_true"] / median["true"]
     sha_ratio = median["bwrap_sha"] / median["sha"]
     print("linux engine: Debian's static busybox, fresh process per invocation")
+    print(f"    machine: {idle_policy()}")
     print(f"    busybox true, LinuxEngine.invoke:          {summary_us(results['true'])}")
     print(f"    busybox sha256sum 1 MiB, LinuxEngine.invoke: {summary_us(results['sha'])}")
     print(f"    busybox true, bwrap --unshare-all:          {summary_us(results['bwrap_true'])}")

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_http import http_invocations
-from benchmarks.stats import percentile, summary_us, verdict
+from benchmarks.stats import idle_policy, percentile, summary_us, verdict
 from benchmarks.stats import throughput as stats_throughput
 from pappus import Client, sdk
 from pappus.engines.base import FunctionSpec, Limits
@@ -108,6 +108,7 @@ def main() -> None:
     p99_us = percentile(cold, 0.99) * 1e6
     ratio = statistics.median(cold) / statistics.median(spawn)
     print("process engine: SDK matmul 1x1, fresh context and process per call")
+    print(f"    machine: {idle_policy()}")
     print(f"    os.posix_spawn + wait of a static no-op (baseline): {summary_us(spawn)}")
     print(f"    ProcessEngine.invoke:                              {summary_us(cold)}")
     print(f"    ratio engine/baseline (median): {ratio:.2f}")

@@ -43,3 +43,35 @@ def throughput(call: Callable[[], object], seconds: float, threads: int = 2) -> 
     for worker in workers:
         worker.join()
     return sum(counts) / (time.monotonic() - started)
+
+
+CPUIDLE_DRIVER = "/sys/devices/system/cpu/cpuidle/current_driver"
+HALT_POLL_NS = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+
+
+def idle_policy(driver_path: str = CPUIDLE_DRIVER, halt_poll_path: str = HALT_POLL_NS) -> str:
+    """How this machine's idle CPUs wait, as printed beside latency figures.
+
+    On a virtual machine whose idle vCPUs halt at once (``haltpoll`` with
+    ``guest_halt_poll_ns`` 0), every wake-up of a sleeping process on an idle
+    vCPU costs a VM exit; runs that sleep and wake twice (a sandbox handed its
+    work, the worker waiting for it to end) pay that where a bare
+    ``posix_spawn`` mostly does not. See ``docs/spec.md``.
+    """
+    def read(path: str) -> str | None:
+        try:
+            with open(path, encoding="ascii") as file:
+                return file.read().strip()
+        except OSError:
+            return None
+
+    driver = read(driver_path)
+    if driver is None:
+        return "cpuidle driver unknown"
+    poll_ns = read(halt_poll_path)
+    if driver != "haltpoll" or poll_ns is None:
+        return f"cpuidle driver {driver}"
+    if poll_ns == "0":
+        return ("cpuidle haltpoll, guest_halt_poll_ns 0: idle vCPUs halt at once, so each "
+                "wake-up of a sleeping process costs a VM exit (see docs/spec.md)")
+    return f"cpuidle haltpoll, guest_halt_poll_ns {poll_ns}"
