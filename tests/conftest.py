@@ -44,6 +44,15 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
         await asyncio.sleep(0.001)
 
 
+def eventually(condition: Callable[[], bool], timeout_s: float = 5.0, *,
+               describe: Callable[[], object] = lambda: "condition not reached") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s`` with ``describe()``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, describe()
+        time.sleep(0.001)
+
+
 def make_dispatcher(registry: Registry, *, slots: int = 2, queue_size: int = 64,
                     default_timeout_ms: int = 5000) -> Dispatcher:
     return Dispatcher(registry, slots=slots, queue_size=queue_size, max_output_bytes=1 << 20,

@@ -10,18 +10,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from pappus.engines.process.pool import RunnerPool
-
-
-def _eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.001)
+from tests.conftest import eventually
 
 
 class Starter:
@@ -42,10 +35,10 @@ def test_a_pool_refills_to_its_size_after_each_take() -> None:
     try:
         first = pool.take()  # empty: started on demand; the thread then fills the pool
         assert first == 0 and pool.started_on_demand == 1
-        _eventually(lambda: len(pool.waiting()) == 2)
+        eventually(lambda: len(pool.waiting()) == 2)
         ready = pool.waiting()
         assert pool.take() == ready[0]  # the oldest ready one is handed out...
-        _eventually(lambda: len(pool.waiting()) == 2)  # ...and replaced
+        eventually(lambda: len(pool.waiting()) == 2)  # ...and replaced
         assert pool.started == 4
     finally:
         pool.close()
@@ -57,12 +50,12 @@ def test_refill_waits_for_refill_soon_when_told_to() -> None:
     pool = RunnerPool(starter.start, 2, starter.discarded.append, refill_on_take=False)
     try:
         pool.take()  # empty pool: it refills anyway
-        _eventually(lambda: len(pool.waiting()) == 2)
+        eventually(lambda: len(pool.waiting()) == 2)
         pool.take()
         time.sleep(0.05)
         assert len(pool.waiting()) == 1  # one left: no refill until asked
         pool.refill_soon()
-        _eventually(lambda: len(pool.waiting()) == 2)
+        eventually(lambda: len(pool.waiting()) == 2)
     finally:
         pool.close()
 
@@ -76,7 +69,7 @@ def test_clean_ups_run_on_the_pool_thread_soon_and_on_close() -> None:
     try:
         pool.take()
         pool.clean_up_later(lambda: threads.append(threading.current_thread().name))
-        _eventually(lambda: threads == ["pappus-runner-pool"])  # nobody woke it: the delay did
+        eventually(lambda: threads == ["pappus-runner-pool"])  # nobody woke it: the delay did
         pool.clean_up_later(lambda: threads.append("at close"))
     finally:
         pool.close()
@@ -93,10 +86,10 @@ def test_a_failing_start_stops_refilling_and_take_reports_it() -> None:
         starter.fail = True
         with pytest.raises(OSError, match="cannot start"):
             pool.take()
-        _eventually(lambda: pool.failed >= 1)
+        eventually(lambda: pool.failed >= 1)
         starter.fail = False
         pool.take()  # works again (no exception), and refilling resumes
-        _eventually(lambda: len(pool.waiting()) == 2)
+        eventually(lambda: len(pool.waiting()) == 2)
     finally:
         pool.close()
     with pytest.raises(RuntimeError, match="closed"):

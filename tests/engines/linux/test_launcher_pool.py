@@ -27,6 +27,7 @@ from pappus.engines.linux.launcher import (
 )
 from pappus.engines.linux.memfd import MemfdRecycler
 from pappus.errors import EngineUnavailable, TooLarge
+from tests.conftest import eventually
 from tests.engines.linux.support import Sandbox, busybox_binary
 
 
@@ -36,10 +37,9 @@ def busybox() -> bytes:
 
 
 def _parked(engine: LinuxEngine) -> list[Launcher]:
-    deadline = time.monotonic() + 5
-    while len(waiting := engine.pool.waiting()) < engine.pool.size:
-        assert time.monotonic() < deadline, "the pool did not fill"
-        time.sleep(0.005)
+    eventually(lambda: len(engine.pool.waiting()) >= engine.pool.size,
+               describe=lambda: "the pool did not fill")
+    waiting = engine.pool.waiting()
     for launcher in waiting:
         launcher.wait_until_parked(time.monotonic() + 5)
     return waiting

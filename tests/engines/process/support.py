@@ -12,6 +12,7 @@ from pappus.engines.base import FunctionSpec, InvocationResult, Limits
 from pappus.engines.process import ProcessArtifact, ProcessEngine
 from pappus.engines.process.clone_pool import ClonePool
 from pappus.model import DataSet, Item
+from tests.conftest import eventually
 
 MiB = 1 << 20
 MEMORY = 128 * MiB
@@ -114,7 +115,4 @@ def assert_no_stray_runners(waiting_at_most: int | None = None) -> None:
 
 def wait_until_full(pool: ClonePool) -> None:
     """Wait (up to 5 s) until ``pool`` has as many runners ready as it keeps."""
-    deadline = time.monotonic() + 5
-    while len(pool.waiting()) < pool.size:
-        assert time.monotonic() < deadline, pool
-        time.sleep(0.005)
+    eventually(lambda: len(pool.waiting()) >= pool.size, describe=lambda: pool)

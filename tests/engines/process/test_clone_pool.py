@@ -16,6 +16,7 @@ from pappus.engines.process import ProcessArtifact, ProcessEngine
 from pappus.engines.process.clone_pool import ClonePool
 from pappus.engines.process.pool import Zygote
 from pappus.engines.process.runner import ensure_runner
+from tests.conftest import eventually
 from tests.engines.process.support import (
     assert_no_stray_runners,
     check_matmul,
@@ -64,10 +65,8 @@ def test_closing_with_runners_on_their_way_reaps_every_one(runner_dir: Path) -> 
     pool = ClonePool(Zygote(str(ensure_runner(runner_dir))), 8)
     pool.refill()  # eight clones asked for, none received yet
     assert pool.zygote.outstanding == 8
-    deadline = time.monotonic() + 5
-    while len(runner_children()) < 8:  # made and sent, still in our socket's buffer
-        assert time.monotonic() < deadline, runner_children()
-        time.sleep(0.005)
+    # made and sent, still in our socket's buffer
+    eventually(lambda: len(runner_children()) >= 8, describe=runner_children)
     assert pool.zygote.outstanding == 8
     pool.close()
     assert pool.zygote.outstanding == 0

@@ -73,7 +73,7 @@ SDK_EXIT_OUT_OF_MEMORY = 259
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MERGE_GAP_BYTES = 16 << 10
 RETIRE_AT_MOST_BYTES = 1 << 20
-"""Contexts holding at most this much memory are closed later (see :class:`_RetiredContexts`)."""
+"""Contexts holding at most this much memory are closed later (see :class:`_Retired`)."""
 RETIRE_AT_MOST_COUNT = 12
 DEFAULT_WARM_RUNNERS = 2
 """Runners kept started ahead of time (one per compute slot on a 2-core machine)."""

@@ -20,7 +20,7 @@
  *      its own mappings) and applies each segment's protection;
  *   2. closes every descriptor, sets RLIMIT_CPU and makes itself
  *      non-dumpable;
- *   4. installs the filter, clears the registers and jumps to the
+ *   3. installs the filter, clears the registers and jumps to the
  *      function's entry with the stack at context_size - 32.
  *
  * Setup failures exit with SETUP_STATUS_BASE + step before the function
@@ -33,8 +33,10 @@
  * clone closes everything but its end, which becomes its descriptor 3, and
  * continues exactly as a runner started by posix_spawn: the zygote never
  * receives a context, so a clone holds nothing but the runner's own image.
- * A clone is cheaper than a new exec (no new program to load). The runner is linked far above any context (see runner.py), and
- * everything it touches after step 4 is the function's own business: the
+ * A clone is cheaper than a new exec (no new program to load).
+ *
+ * The runner is linked far above any context (see runner.py), and
+ * everything it touches after step 3 is the function's own business: the
  * handler only writes memory and calls exit_group, which the filter allows.
  */
 #include <stddef.h>
@@ -189,7 +191,7 @@ static void prepare_before_context(void) {
     uint64_t stack_limit[2] = {256 * 1024, 256 * 1024};
     check(sys6(SYS_SETRLIMIT, 3 /* RLIMIT_STACK */, (long)stack_limit, 0, 0, 0, 0), 5);
 
-    /* 3. Reports for the filter's SIGSYS and for faults (the report address comes with
+    /* 0. Reports for the filter's SIGSYS and for faults (the report address comes with
      * the context; the handler writes nowhere before it is known). */
     uint64_t stack[3] = {(uint64_t)signal_stack, 0, sizeof signal_stack};
     check(sys6(SYS_SIGALTSTACK, (long)stack, 0, 0, 0, 0, 0), 6);
@@ -232,7 +234,7 @@ __attribute__((noreturn)) static void runner_main(void) {
     check(sys6(SYS_SETRLIMIT, 0 /* RLIMIT_CPU */, (long)cpu, 0, 0, 0, 0), 5);
     check(sys6(SYS_PRCTL, 4 /* PR_SET_DUMPABLE */, 0, 0, 0, 0, 0), 5);
 
-    /* 4. Confinement (no_new_privs is set already), then the function. */
+    /* 3. Confinement (no_new_privs is set already), then the function. */
     struct {
         uint16_t length;
         struct sock_filter *filter;
