@@ -15,6 +15,12 @@ find calls it can allow without running it), so a linear chain of a long
 table would cost at every call and about 0.15 ms per sandbox start.
 
 Conditions compare 64-bit arguments as two 32-bit halves (cBPF loads 32 bits).
+
+A policy may also name :class:`CodeRegion` s: calls made from instructions
+inside a region get that region's rules instead (seccomp sees the
+instruction pointer). The process engine uses this to let its runner's
+set-up code, which it unmaps before the function runs, make the calls the
+function may not.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ SECCOMP_RET_ALLOW = 0x7FFF0000
 LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+JGT_K = 0x25  # BPF_JMP | BPF_JGT | BPF_K
 JSET_K = 0x45  # BPF_JMP | BPF_JSET | BPF_K
 RET_K = 0x06  # BPF_RET | BPF_K
 JA = 0x05  # BPF_JMP | BPF_JA: unconditional, 32-bit offset
 LEAF_NUMBERS = 4  # call numbers compared one by one at the bottom of the search
 MAX_INSTRUCTIONS = 4096  # BPF_MAXINSNS
 
-NR_OFFSET, ARCH_OFFSET = 0, 4
+NR_OFFSET, ARCH_OFFSET, IP_OFFSET = 0, 4, 8
 
 
 def argument_offset(index: int, high: bool) -> int:
@@ -118,6 +125,27 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeRegion:
+    """Calls made from the code in ``(start, end]`` get ``rules`` (else the default).
+
+    The bound is on the address seccomp reports, which is that of the
+    instruction *after* the ``syscall``: a call made by the last instruction
+    before ``end`` reports ``end``. ``start`` and ``end`` must lie in the same
+    4 GiB (cBPF compares 32 bits at a time). ``name`` is for documentation.
+    """
+
+    name: str
+    start: int
+    end: int
+    rules: tuple[Rule, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.end < 1 << 64 or self.start >> 32 != self.end >> 32:
+            raise ValueError(f"code region {self.name!r} ({self.start:#x}, {self.end:#x}] must "
+                             "be non-empty and within one 4 GiB block")
+
+
+@dataclass(frozen=True, slots=True)
 class Instruction:
     """One classic-BPF instruction (``struct sock_filter``)."""
 
@@ -136,7 +164,7 @@ class _Program:
         self._fresh = 0
 
     def emit(self, code: int, k: int, on_true: str = "next", on_false: str = "next") -> None:
-        if code in (JEQ_K, JGE_K, JSET_K):
+        if code in (JEQ_K, JGE_K, JGT_K, JSET_K):
             self.jumps[len(self.instructions)] = (on_true, on_false)
         self.instructions.append(Instruction(code, 0, 0, k))
 
@@ -192,8 +220,26 @@ def _emit_condition(program: _Program, condition: Condition, fail: str) -> None:
                     program.emit(JSET_K, 1 << bit, "next", fail)
 
 
-def compile_policy(rules: tuple[Rule, ...], default: Action) -> list[Instruction]:
-    """The seccomp program for ``rules``; everything they do not decide gets ``default``."""
+def compile_policy(rules: tuple[Rule, ...], default: Action,
+                   regions: tuple[CodeRegion, ...] = ()) -> list[Instruction]:
+    """The seccomp program for ``rules``; everything they do not decide gets ``default``.
+
+    A call made from inside one of ``regions`` is decided by that region's
+    rules instead (and ``default``), never by ``rules``.
+    """
+    searches = [_by_number(region.rules, default) for region in regions]
+    main = _by_number(rules, default)
+    try:
+        return _compiled(regions, searches, main, default, far_jumps=False)
+    except JumpOutOfRange:
+        return _compiled(regions, searches, main, default, far_jumps=True)
+
+
+_Search = tuple[list[int], dict[int, list[Rule]]]
+
+
+def _by_number(rules: tuple[Rule, ...], default: Action) -> _Search:
+    """The call numbers to search and each one's rules, without what ``default`` decides."""
     by_number: dict[int, list[Rule]] = {}
     for rule in rules:
         by_number.setdefault(rule.number, []).append(rule)
@@ -206,11 +252,7 @@ def compile_policy(rules: tuple[Rule, ...], default: Action) -> list[Instruction
             own.pop()
         if not own:
             del by_number[number]
-    numbers = sorted(by_number)
-    try:
-        return _compiled(_prologue(default), numbers, by_number, default, far_jumps=False)
-    except JumpOutOfRange:
-        return _compiled(_prologue(default), numbers, by_number, default, far_jumps=True)
+    return sorted(by_number), by_number
 
 
 def _prologue(default: Action) -> _Program:
@@ -231,9 +273,22 @@ class JumpOutOfRange(ValueError):
     """A conditional jump of more than 255 instructions (retried with unconditional ones)."""
 
 
-def _compiled(program: _Program, numbers: list[int], by_number: dict[int, list[Rule]],
+def _compiled(regions: tuple[CodeRegion, ...], searches: list[_Search], main: _Search,
               default: Action, far_jumps: bool) -> list[Instruction]:
-    _emit_search(program, numbers, by_number, default, far_jumps)
+    program = _prologue(default)
+    for region, (numbers, by_number) in zip(regions, searches, strict=True):
+        elsewhere = program.fresh("outside")
+        program.emit(LD_W_ABS, IP_OFFSET + 4)
+        program.emit(JEQ_K, region.start >> 32, "next", elsewhere)
+        program.emit(LD_W_ABS, IP_OFFSET)
+        program.emit(JGT_K, region.start & 0xFFFF_FFFF, "next", elsewhere)
+        program.emit(JGT_K, region.end & 0xFFFF_FFFF, elsewhere, "next")
+        program.emit(LD_W_ABS, NR_OFFSET)
+        _emit_search(program, numbers, by_number, default, far_jumps)
+        program.label(elsewhere)
+    if regions:
+        program.emit(LD_W_ABS, NR_OFFSET)
+    _emit_search(program, *main, default, far_jumps)
     program.label("default")
     program.emit(RET_K, default.value)
     return program.resolve()

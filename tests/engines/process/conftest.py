@@ -8,6 +8,7 @@ directory is skipped, saying which is missing.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import platform
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from pappus.engines.process import ProcessArtifact, ProcessEngine
+from pappus.engines.process.engine import FILTER_FD, filter_memfd
+from pappus.engines.process.pool import Zygote
+from pappus.engines.process.runner import ensure_runner
 from pappus.toolchain import ToolchainError
 from tests.engines.process.support import HOSTILE_OUTPUTS, prepare
 
@@ -68,6 +72,18 @@ def process_functions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, byt
 def runner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One runner cache for the session, so the runner is compiled once."""
     return tmp_path_factory.mktemp("process-runner")
+
+
+@pytest.fixture
+def runner_zygote(runner_dir: Path) -> Iterator[Zygote]:
+    """A zygote of the process runner with its filter, as the engine makes it (the test
+    closes it, or a pool it gives it to does)."""
+    path = str(ensure_runner(runner_dir))
+    fd = filter_memfd(path)
+    try:
+        yield Zygote(path, descriptors={FILTER_FD: fd})
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture(scope="module")

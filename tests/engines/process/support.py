@@ -116,3 +116,17 @@ def assert_no_stray_runners(waiting_at_most: int | None = None) -> None:
 def wait_until_full(pool: ClonePool) -> None:
     """Wait (up to 5 s) until ``pool`` has as many runners ready as it keeps."""
     eventually(lambda: len(pool.waiting()) >= pool.size, describe=lambda: pool)
+
+
+def code_bytes(binary: bytes, start: int, end: int) -> bytes:
+    """The bytes of ELF file ``binary`` that load at ``[start, end)`` (zero where none do)."""
+    phoff, = struct.unpack_from("<Q", binary, 32)
+    phentsize, phnum = struct.unpack_from("<HH", binary, 54)
+    out = bytearray(end - start)
+    for index in range(phnum):
+        p_type, _flags, offset, vaddr, _paddr, filesz, _memsz, _align = struct.unpack_from(
+            "<IIQQQQQQ", binary, phoff + index * phentsize)
+        low, high = max(start, vaddr), min(end, vaddr + filesz)
+        if p_type == 1 and low < high:  # PT_LOAD
+            out[low - start:high - start] = binary[offset + low - vaddr:offset + high - vaddr]
+    return bytes(out)

@@ -15,7 +15,6 @@ import pytest
 from pappus.engines.process import ProcessArtifact, ProcessEngine
 from pappus.engines.process.clone_pool import ClonePool
 from pappus.engines.process.pool import Zygote
-from pappus.engines.process.runner import ensure_runner
 from tests.conftest import eventually
 from tests.engines.process.support import (
     assert_no_stray_runners,
@@ -61,8 +60,8 @@ def test_runners_delivered_before_the_zygote_died_are_used_then_the_zygote_is_re
     assert_no_stray_runners(fresh_engine.pool.size)
 
 
-def test_closing_with_runners_on_their_way_reaps_every_one(runner_dir: Path) -> None:
-    pool = ClonePool(Zygote(str(ensure_runner(runner_dir))), 8)
+def test_closing_with_runners_on_their_way_reaps_every_one(runner_zygote: Zygote) -> None:
+    pool = ClonePool(runner_zygote, 8)
     pool.refill()  # eight clones asked for, none received yet
     assert pool.zygote.outstanding == 8
     # made and sent, still in our socket's buffer
@@ -76,11 +75,11 @@ def test_closing_with_runners_on_their_way_reaps_every_one(runner_dir: Path) -> 
 
 
 def test_a_stopped_zygote_with_runners_asked_for_is_replaced(
-        runner_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        runner_zygote: Zygote, monkeypatch: pytest.MonkeyPatch) -> None:
     from pappus.engines.process import pool as pool_module
 
     monkeypatch.setattr(pool_module, "ZYGOTE_REPLY_TIMEOUT_S", 0.2)
-    pool = ClonePool(Zygote(str(ensure_runner(runner_dir))), 2)
+    pool = ClonePool(runner_zygote, 2)
     try:
         pool.refill()
         wait_until_full(pool)

@@ -3,7 +3,8 @@
  * data of the first item of input set 0 (e.g. "socket", "loop", "bufs_low").
  * Register it with one input set and two output sets ("out", "more").
  *
- * syscall modes make a raw system call the policy forbids; crash modes fault;
+ * syscall modes make a raw system call the policy forbids ("runner_unmap" and
+ * "jump" take addresses in the runner from a second item); crash modes fault;
  * forge modes write output descriptors into __dandelion_system_data by hand
  * and leave through a raw exit_group(0), so the SDK's publish step cannot
  * overwrite them. "noop" returns 0; an unknown mode (or a forbidden call that
@@ -106,6 +107,17 @@ static void syscall_modes(void) {
     /* The kernel truncates the option to int: the filter must check all 64 bits. */
     if (is("arch_high")) sys6(158, 0x100001002L, (long)&slot, 0, 0, 0, 0);
     if (is("vsyscall")) ((long (*)(void *, void *))0xffffffffff600000UL)(&slot, 0);
+    /* The runner's own code, by address (the second input item: u64 target, nr, arg0, arg1). */
+    struct pappus_item given;
+    if (pappus_input_item(0, 1, &given) && given.len == 32) {
+        const uint64_t *v = given.data;
+        if (is("runner_unmap")) sys6(11, (long)v[2], (long)v[3], 0, 0, 0, 0);
+        if (is("jump")) /* to v[0] with the call number and arguments set, as if to call */
+            __asm__ volatile("mov %0, %%rax\n mov %1, %%rdi\n mov %2, %%rsi\n jmp *%3"
+                             :
+                             : "r"(v[1]), "r"(v[2]), "r"(v[3]), "r"(v[0])
+                             : "rax", "rdi", "rsi", "memory");
+    }
 }
 
 static int crash_modes(void) {

@@ -161,31 +161,74 @@ def _load_segments(binary: bytes, phoff: int, phentsize: int, phnum: int) -> lis
 
 
 def _find_system_data(binary: bytes, shoff: int, shentsize: int, shnum: int) -> int:
-    missing = _refuse("no __dandelion_system_data symbol (was the binary stripped, or not "
+    try:
+        found = symbol_values(binary, shoff, shentsize, shnum, {SYSTEM_DATA_SYMBOL})
+    except ValueError as exc:
+        raise _refuse(str(exc)) from None
+    if SYSTEM_DATA_SYMBOL not in found:
+        raise _refuse("no __dandelion_system_data symbol (was the binary stripped, or not "
                       f"built against the SDK?); {_BUILD_HINT}")
+    return found[SYSTEM_DATA_SYMBOL]
+
+
+def symbol_values(binary: bytes, shoff: int, shentsize: int, shnum: int,
+                  wanted: set[bytes]) -> dict[bytes, int]:
+    """The value of each symbol in ``wanted`` that the symbol table has (the first, if
+    several); :class:`ValueError` naming what is malformed. Every offset is checked."""
     if shnum == 0 or shoff == 0:
-        raise missing
+        return {}
     if shentsize != _SECTION_HEADER.size:
-        raise _refuse(f"section header size {shentsize} is not {_SECTION_HEADER.size}")
+        raise ValueError(f"section header size {shentsize} is not {_SECTION_HEADER.size}")
     if shoff + shnum * shentsize > len(binary):
-        raise _refuse("section headers run past the end of the file (truncated?)")
+        raise ValueError("section headers run past the end of the file (truncated?)")
     sections = [_SECTION_HEADER.unpack_from(binary, shoff + i * shentsize) for i in range(shnum)]
+    window = max(map(len, wanted), default=0) + 1  # a name and its NUL: never scan further
+    found: dict[bytes, int] = {}
     for header in sections:
         _name, sh_type, _flags, _addr, offset, size, link, _info, _align, entsize = header
         if sh_type != SHT_SYMTAB:
             continue
         if entsize != _SYMBOL.size or offset + size > len(binary) or size // entsize > MAX_SYMBOLS:
-            raise _refuse("malformed symbol table")
+            raise ValueError("malformed symbol table")
         if link >= shnum:
-            raise _refuse("symbol table names a string table that does not exist")
+            raise ValueError("symbol table names a string table that does not exist")
         strings = sections[link]
         str_offset, str_size = strings[4], strings[5]
         if str_offset + str_size > len(binary):
-            raise _refuse("string table runs past the end of the file (truncated?)")
+            raise ValueError("string table runs past the end of the file (truncated?)")
         names = binary[str_offset:str_offset + str_size]
         for index in range(size // entsize):
             st_name, _info, _other, _shndx, value, _size = _SYMBOL.unpack_from(
                 binary, offset + index * entsize)
-            if names[st_name:st_name + len(SYSTEM_DATA_SYMBOL) + 1] == SYSTEM_DATA_SYMBOL + b"\0":
-                return int(value)
-    raise missing
+            candidate = names[st_name:st_name + window]
+            if b"\0" not in candidate:
+                continue
+            name = candidate[:candidate.index(b"\0")]
+            if name in wanted and name not in found:
+                found[name] = int(value)
+    return found
+
+
+def symbols(binary: bytes, wanted: set[bytes]) -> dict[bytes, int]:
+    """:func:`symbol_values` for a whole ELF64 file; :class:`ValueError` if it is not one."""
+    if len(binary) < _HEADER.size or binary[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    header = _HEADER.unpack_from(binary)
+    return symbol_values(binary, header[6], header[11], header[12], wanted)
+
+
+def executable_ranges(binary: bytes) -> list[tuple[int, int]]:
+    """``[start, end)`` of each executable ``PT_LOAD`` segment; :class:`ValueError` if malformed."""
+    if len(binary) < _HEADER.size or binary[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    header = _HEADER.unpack_from(binary)
+    phoff, phentsize, phnum = header[5], header[9], header[10]
+    if phentsize != _PROGRAM_HEADER.size or phoff + phnum * phentsize > len(binary):
+        raise ValueError("malformed program headers")
+    ranges: list[tuple[int, int]] = []
+    for index in range(phnum):
+        p_type, p_flags, _offset, p_vaddr, _paddr, _filesz, p_memsz, _align = (
+            _PROGRAM_HEADER.unpack_from(binary, phoff + index * phentsize))
+        if p_type == PT_LOAD and p_flags & PF_X:
+            ranges.append((p_vaddr, p_vaddr + p_memsz))
+    return ranges

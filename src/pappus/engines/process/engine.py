@@ -4,13 +4,16 @@
   (:mod:`.elf`) and keep its static image as bytes; build the runner once
   (:mod:`.runner`).
 * **Invocation**: lay the inputs out in a new context (:mod:`.layout`) held
-  by a memfd; write the runner's parameters (segment protections, limits,
-  the seccomp program from :mod:`.policy`) into the context's private first
-  64 KiB; hand the memfd to a runner cloned ahead of time by a zygote that
-  was ``posix_spawn``-ed with an empty environment (:mod:`.clone_pool`,
-  :mod:`.pool`), used for this one invocation only. The server is never forked, so
-  nothing of its memory reaches the function; the runner maps only the
-  context.
+  by a memfd; write the runner's parameters (segment protections, limits)
+  into the context's private first 64 KiB; hand the memfd to a runner cloned
+  ahead of time by a zygote that was ``posix_spawn``-ed with an empty
+  environment (:mod:`.clone_pool`, :mod:`.pool`), used for this one
+  invocation only. The server is never forked, so nothing of its memory
+  reaches the function; the runner maps only the context.
+* **Filter**: the seccomp program generated from :mod:`.policy` for the
+  built runner's layout is given to the zygote once (descriptor 5), which
+  installs it before it clones any runner: each runner inherits it instead
+  of installing it on the invocation's path (~20 µs each).
 * **Deadline**: whoever waits for the run (the dispatcher's event loop via
   :meth:`ProcessEngine.start`, or :meth:`ProcessEngine.invoke`) waits on a
   pidfd until the deadline and then kills the process (``SIGKILL``) — no
@@ -60,15 +63,17 @@ from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
 from pappus.engines.process.outcome import REPORT_STATUS, RunnerExit, classify_exit
 from pappus.engines.process.policy import compile_filter, filter_bytes
 from pappus.engines.process.pool import Runner, Zygote
-from pappus.engines.process.runner import ensure_runner
+from pappus.engines.process.runner import ensure_runner, runner_layout
 from pappus.errors import InvalidBinary, OutOfMemory, SandboxError
 from pappus.model import DataSet
 
-PARAMS = struct.Struct("<8Q")
+PARAMS = struct.Struct("<7Q")
 SEGMENT = struct.Struct("<3Q")
 MAX_SEGMENTS = 32
 MAX_FILTER = 6000
-PARAMS_MAGIC = 0x3152554E52505050
+PARAMS_MAGIC = 0x3252554E52505050  # "PPPRNUR2"
+FILTER_FD = 5
+"""Where the runner and its zygote read the seccomp program when they start."""
 SDK_EXIT_OUT_OF_MEMORY = 259
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MERGE_GAP_BYTES = 16 << 10
@@ -82,7 +87,7 @@ DEFAULT_WARM_RUNNERS = 2
 class ProcessArtifact(Artifact):
     """A validated function image and the parts of its runner parameters fixed at registration."""
 
-    def __init__(self, spec: FunctionSpec, image: FunctionImage, seccomp_program: bytes) -> None:
+    def __init__(self, spec: FunctionSpec, image: FunctionImage) -> None:
         self.spec = spec
         self.image = image
         self.static = layout.image_bytes(image)
@@ -91,7 +96,7 @@ class ProcessArtifact(Artifact):
             SEGMENT.pack(start, end - start, _protection(s.readable, s.writable, s.executable))
             for s in image.segments for start, end in [s.page_range])
         padding = bytes((MAX_SEGMENTS - self.segment_count) * SEGMENT.size)
-        self.params_tail = segment_table + padding + seccomp_program
+        self.params_tail = segment_table + padding
         """Everything of the runner parameters after the header: fixed at registration."""
 
     def __repr__(self) -> str:
@@ -116,9 +121,7 @@ class ProcessEngine(Engine):
         self._warm_runners = warm_runners
         self._pool: ClonePool | None = None
         self._pool_lock = threading.Lock()
-        self._filter = filter_bytes(compile_filter())
-        if len(self._filter) // 8 > MAX_FILTER:
-            raise ValueError("the seccomp program is longer than the runner accepts")
+        self._filter_fd = -1
         self._closed = False
         self._counters = InvocationCounters(self.name)
         self._retired = _Retired()
@@ -136,7 +139,10 @@ class ProcessEngine(Engine):
         """The warm runners (made on first use: it needs the runner built)."""
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ClonePool(Zygote(self._runner_path()), self._warm_runners)
+                path = self._runner_path()
+                self._filter_fd = filter_memfd(path)
+                self._pool = ClonePool(Zygote(path, descriptors={FILTER_FD: self._filter_fd}),
+                                       self._warm_runners)
             return self._pool
 
     @property
@@ -157,7 +163,7 @@ class ProcessEngine(Engine):
                                     f"its {size}-byte context", engine="process")
         self.pool.refill()  # builds the runner if needed; the first invocation finds one ready
         self._counters.count_prepared()
-        return ProcessArtifact(spec, image, self._filter)
+        return ProcessArtifact(spec, image)
 
     startable = True
 
@@ -222,8 +228,7 @@ class ProcessEngine(Engine):
         cpu_seconds = max(1, math.ceil(limits.remaining()) + 1)
         header = PARAMS.pack(PARAMS_MAGIC, context.size, artifact.image.entry,
                              context.size - layout.STACK_OFFSET, cpu_seconds,
-                             context.size - layout.STACK_OFFSET, artifact.segment_count,
-                             len(self._filter) // 8)
+                             context.size - layout.STACK_OFFSET, artifact.segment_count)
         return header + artifact.params_tail
 
     def statistics(self) -> EngineStatistics:
@@ -238,11 +243,36 @@ class ProcessEngine(Engine):
             pool = self._pool
         if pool is not None:
             pool.close()
+        with self._pool_lock:
+            if self._filter_fd >= 0:
+                os.close(self._filter_fd)
+                self._filter_fd = -1
 
 
 # No ``setsigdef``: exec already resets caught signals, the runner installs its own
 # handlers for the faults it reports, and glibc would spend ~64 rt_sigaction calls on it.
 # ``setsigmask=()`` unblocks everything (a blocked SIGXCPU would defeat RLIMIT_CPU's soft limit).
+
+
+def runner_filter(path: str) -> bytes:
+    """The seccomp program for the runner built at ``path`` (see :mod:`.policy`)."""
+    program = filter_bytes(compile_filter(runner_layout(Path(path).read_bytes())))
+    if len(program) // 8 > MAX_FILTER:
+        raise RuntimeError("the seccomp program is longer than the runner accepts")
+    return program
+
+
+def filter_memfd(path: str) -> int:
+    """A memfd holding :func:`runner_filter` of ``path``: the zygote's and spawned runners'
+    descriptor :data:`FILTER_FD` (they read it when they start). The caller closes it."""
+    program = runner_filter(path)
+    fd = os.memfd_create("pappus-filter", os.MFD_CLOEXEC)
+    try:
+        os.pwrite(fd, program, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _context_memfd(params: bytes, context: layout.Context) -> int:

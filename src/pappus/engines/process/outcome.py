@@ -28,8 +28,11 @@ REPORT_STATUS = 239
 SETUP_STATUS_BASE = 240
 SYS_SECCOMP = 1  # si_code of a SIGSYS raised by a seccomp filter
 SETUP_STEPS = ("reading parameters", "checking parameters", "mapping the context",
-               "protecting segments", "closing descriptors and setting limits",
-               "installing signal handlers", "setting no_new_privs", "installing the filter")
+               "protecting segments", "closing descriptors", "setting limits",
+               "installing signal handlers", "setting no_new_privs", "installing the filter",
+               "cloning a runner", "unmapping the set-up code")
+"""The runner's set-up steps, by exit status - SETUP_STATUS_BASE (``check(..., step)`` in
+runner.c)."""
 
 
 @dataclass(frozen=True, slots=True)

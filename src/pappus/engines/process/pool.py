@@ -104,7 +104,9 @@ class Zygote:
     ``posix_spawn``; after :data:`ZYGOTE_GIVE_UP_AFTER` such requests in a row,
     only with ``posix_spawn``.
     ``passed_fd`` is where each runner expects the descriptor given to
-    :meth:`start_runner` (the linux launcher's parameters: 0). Thread-safe.
+    :meth:`start_runner` (the linux launcher's parameters: 0). ``descriptors``
+    (child number → ours) are passed to the zygote and to every runner
+    started with ``posix_spawn`` instead (the process runner's filter). Thread-safe.
 
     Without a descriptor to pass, runners can also be asked for ahead of time
     (:meth:`request`): the zygote clones them on its own while the worker goes
@@ -113,9 +115,11 @@ class Zygote:
     worker is involved (see :class:`~pappus.engines.process.clone_pool.ClonePool`).
     """
 
-    def __init__(self, path: str, *, passed_fd: int | None = None) -> None:
+    def __init__(self, path: str, *, passed_fd: int | None = None,
+                 descriptors: Mapping[int, int] | None = None) -> None:
         self._path = path
         self._passed_fd = passed_fd
+        self._descriptors = dict(descriptors or {})
         self._lock = threading.Lock()
         self._zygote: Runner | None = None
         self._requests: int | None = None
@@ -160,8 +164,8 @@ class Zygote:
                     log.warning("runner zygotes failed %d times in a row; spawning runners "
                                 "from now on", ZYGOTE_GIVE_UP_AFTER)
         if self._passed_fd is not None and descriptor is not None:
-            return start_runner(self._path, {self._passed_fd: descriptor})
-        return start_runner(self._path)
+            return start_runner(self._path, {**self._descriptors, self._passed_fd: descriptor})
+        return start_runner(self._path, self._descriptors)
 
     def _ask_and_receive(self, zygote: Runner, descriptor: int | None) -> Runner | None:
         """One runner from ``zygote``: one already asked for, or one asked for now."""
@@ -229,13 +233,14 @@ class Zygote:
 
     def _start_zygote(self) -> Runner:
         if self._passed_fd is not None:
-            zygote = start_runner(self._path, argv=("pappus-runner", "zygote"))
+            zygote = start_runner(self._path, self._descriptors,
+                                  argv=("pappus-runner", "zygote"))
         else:
             # Requests go down a pipe, runners come back on the socket (see runner.c).
             theirs, ours = os.pipe2(os.O_CLOEXEC)
             os.set_blocking(ours, False)  # theirs blocks: the zygote sleeps in read
             try:
-                zygote = start_runner(self._path, {REQUEST_FD: theirs},
+                zygote = start_runner(self._path, {**self._descriptors, REQUEST_FD: theirs},
                                       argv=("pappus-runner", "zygote"))
             except BaseException:
                 os.close(ours)

@@ -3,52 +3,75 @@
  *
  * The worker starts this static, libc-free program with posix_spawn (never
  * fork: the worker's memory must not be inherited), with an empty
- * environment and one end of a socket pair on descriptor 3, usually ahead
- * of time (a warm pool). An invocation sends the context — a memfd — over
- * that socket; end-of-file instead means "not needed, exit". The
- * first 64 KiB of the context (below the function's lowest address,
- * 0x10000) hold the parameters the worker prepared: segment protections,
- * limits and the seccomp filter it generated. The runner
+ * environment, one end of a socket pair on descriptor 3 and the seccomp
+ * filter the worker generated on descriptor 5, usually ahead of time (a warm
+ * pool). An invocation sends the context — a memfd — over the socket;
+ * end-of-file instead means "not needed, exit". The first 64 KiB of the
+ * context (below the function's lowest address, 0x10000) hold the parameters
+ * the worker prepared: segment protections and limits. The runner
  *
  *   0. before the context arrives (nothing here depends on it): forbids
  *      core dumps and file writes, bounds its own stack, installs a handler
  *      that, on SIGSYS from the filter or a fault, writes a report (signal,
  *      syscall, fault address, rip) at the top of the context and exits with
- *      REPORT_STATUS, and sets no_new_privs; then, with the context:
+ *      REPORT_STATUS, sets no_new_privs and installs the filter; then, with
+ *      the context:
  *   1. reads the parameters, maps the context at address 0x10000 (context
  *      offset == virtual address; MAP_FIXED_NOREPLACE, so it never replaces
  *      its own mappings) and applies each segment's protection;
  *   2. closes every descriptor, sets RLIMIT_CPU and makes itself
  *      non-dumpable;
- *   3. installs the filter, clears the registers and jumps to the
- *      function's entry with the stack at context_size - 32.
+ *   3. from its "final" code page: unmaps its own set-up code, clears the
+ *      registers and jumps to the function's entry with the stack at
+ *      context_size - 32.
+ *
+ * The filter is in force from step 0, so it tells the runner's calls from
+ * the function's by where they are made (seccomp sees the instruction
+ * pointer): calls from the set-up code (the ELF's text up to the final page)
+ * may be the few this program makes; from the final page, only the exact
+ * munmap of the set-up code and exit_group; from anywhere else, only what the
+ * function's policy allows. After step 3 no set-up code is mapped, and the
+ * function cannot map any (mmap, mprotect and brk are not in its policy).
+ * Installing a filter costs ~20 µs (the kernel converts and compiles it), so
+ * this keeps it off the invocation's path; and the zygote below installs it
+ * once for all its clones, which inherit it.
  *
  * Setup failures exit with SETUP_STATUS_BASE + step before the function
  * runs.
  *
  * Started with the argument "zygote", the program starts runners instead:
- * for each byte read on descriptor 4 (a pipe) it makes a socket pair and clones
- * itself with CLONE_PARENT (the worker becomes the parent, reaps it and
- * opens its pidfd), and sends the worker its end with the new pid. The
- * clone closes everything but its end, which becomes its descriptor 3, and
- * continues exactly as a runner started by posix_spawn: the zygote never
- * receives a context, so a clone holds nothing but the runner's own image.
- * A clone is cheaper than a new exec (no new program to load).
+ * it does step 0 once, then for each byte read on descriptor 4 (a pipe) it
+ * makes a socket pair and clones itself with CLONE_PARENT (the worker becomes
+ * the parent, reaps it and opens its pidfd), and sends the worker its end
+ * with the new pid. The clone closes everything but its end, which becomes its
+ * descriptor 3, and continues exactly as a runner started by posix_spawn
+ * after step 0 (which it inherited: limits, handlers, no_new_privs and the
+ * filter): the zygote never receives a context, so a clone holds nothing but
+ * the runner's own image. A clone is cheaper than a new exec (no new program
+ * to load, no filter to install).
  *
  * The runner is linked far above any context (see runner.py), and
  * everything it touches after step 3 is the function's own business: the
- * handler only writes memory and calls exit_group, which the filter allows.
+ * handler (on the final page) only writes memory and calls exit_group, which
+ * the filter allows.
  */
 #include <stddef.h>
 #include <stdint.h>
 
-#define PARAMS_MAGIC 0x3152554e52505050ULL /* "PPPRNUR1" little-endian */
+#define PARAMS_MAGIC 0x3252554e52505050ULL /* "PPPRNUR2" little-endian */
 #define REPORT_MAGIC 0x50525050U /* "PPRP" */
 #define MAX_SEGMENTS 32
 #define MAX_FILTER 6000
 #define SETUP_STATUS_BASE 240
 #define REPORT_STATUS 239
 #define FUNCTION_BASE 0x10000UL
+#define FILTER_FD 5
+
+/* The final page: the only code left mapped once the function runs (see above). Each
+ * function here is whole in this section (always_inline system calls, no partitioning). */
+#define FINAL __attribute__((section("pappus_final"), noinline, used))
+/* The linker's bounds of the runner's image and of the final section. */
+extern char __executable_start[], __start_pappus_final[];
 
 struct segment {
     uint64_t address, length, protection;
@@ -68,9 +91,7 @@ struct params {
     uint64_t cpu_seconds;
     uint64_t report_address;
     uint64_t segment_count;
-    uint64_t filter_length;
     struct segment segments[MAX_SEGMENTS];
-    struct sock_filter filter[MAX_FILTER];
 };
 
 /* 32 bytes at context_size - 32: above the function's initial stack pointer. */
@@ -85,9 +106,11 @@ struct report {
 };
 
 static struct params params;
+static struct sock_filter filter[MAX_FILTER];
+static int filter_installed; /* set by the zygote: its clones inherit the filter */
 static unsigned char signal_stack[16384] __attribute__((aligned(16)));
 
-static long sys6(long n, long a, long b, long c, long d, long e, long f) {
+static inline __attribute__((always_inline)) long sys6(long n, long a, long b, long c, long d, long e, long f) {
     register long r10 __asm__("r10") = d;
     register long r8 __asm__("r8") = e;
     register long r9 __asm__("r9") = f;
@@ -115,10 +138,11 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
 #define SYS_SOCKETPAIR 53
 #define SYS_CLONE 56
 #define SYS_DUP3 292
+#define SYS_MUNMAP 11
 #define CLONE_PARENT 0x00008000
 #define SIGCHLD 17
 
-__attribute__((noreturn)) static void leave(int status) {
+FINAL __attribute__((noreturn)) static void leave(int status) {
     for (;;) sys6(SYS_EXIT_GROUP, status, 0, 0, 0, 0, 0);
 }
 
@@ -128,7 +152,7 @@ static void check(long result, int step) {
 
 /* SIGSYS (from the filter) and faults: report, then exit. Runs on the
  * alternate stack, so a function with a wild stack pointer is still seen. */
-static void on_signal(int signal, void *info_raw, void *context_raw) {
+FINAL static void on_signal(int signal, void *info_raw, void *context_raw) {
     const unsigned char *info = info_raw;
     const unsigned char *context = context_raw;
     struct report *report = (struct report *)params.report_address;
@@ -154,7 +178,7 @@ struct kernel_sigaction {
 #define SA_ONSTACK 0x08000000
 #define SA_RESTORER 0x04000000
 
-static void restore(void) { leave(REPORT_STATUS); }
+FINAL static void restore(void) { leave(REPORT_STATUS); }
 
 struct message { /* struct msghdr */
     void *name;
@@ -181,8 +205,8 @@ static int receive_context(void) {
     return (int)header[4];
 }
 
-/* What does not depend on the invocation is done before waiting for it (off its path):
- * limits, signal reports and no_new_privs. The filter comes with the context. */
+/* 0. What does not depend on the invocation is done before waiting for it (off its
+ * path): limits, signal reports, no_new_privs and the filter (read from FILTER_FD). */
 static void prepare_before_context(void) {
     uint64_t zero[2] = {0, 0};
     check(sys6(SYS_SETRLIMIT, 4 /* RLIMIT_CORE */, (long)zero, 0, 0, 0, 0), 5);
@@ -191,7 +215,7 @@ static void prepare_before_context(void) {
     uint64_t stack_limit[2] = {256 * 1024, 256 * 1024};
     check(sys6(SYS_SETRLIMIT, 3 /* RLIMIT_STACK */, (long)stack_limit, 0, 0, 0, 0), 5);
 
-    /* 0. Reports for the filter's SIGSYS and for faults (the report address comes with
+    /* Reports for the filter's SIGSYS and for faults (the report address comes with
      * the context; the handler writes nowhere before it is known). */
     uint64_t stack[3] = {(uint64_t)signal_stack, 0, sizeof signal_stack};
     check(sys6(SYS_SIGALTSTACK, (long)stack, 0, 0, 0, 0, 0), 6);
@@ -202,23 +226,55 @@ static void prepare_before_context(void) {
     for (unsigned i = 0; i < sizeof reported / sizeof reported[0]; i++)
         check(sys6(SYS_RT_SIGACTION, reported[i], (long)&action, 0, 8, 0, 0), 6);
     check(sys6(SYS_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0), 7);
+
+    long length = sys6(SYS_PREAD64, FILTER_FD, (long)filter, sizeof filter, 0, 0, 0);
+    if (length <= 0 || length % sizeof(struct sock_filter) != 0) leave(SETUP_STATUS_BASE + 8);
+    struct {
+        uint16_t length;
+        struct sock_filter *filter;
+    } program = {(uint16_t)(length / sizeof(struct sock_filter)), filter};
+    check(sys6(SYS_SECCOMP, 1 /* SECCOMP_SET_MODE_FILTER */, 0, (long)&program, 0, 0, 0), 8);
+    filter_installed = 1;
+    check(sys6(SYS_CLOSE_RANGE, FILTER_FD, FILTER_FD, 0, 0, 0, 0), 8);
+}
+
+/* 3. On the final page: unmap the set-up code (the filter lets this page make exactly
+ * this call), clear the registers and jump to the function. */
+FINAL __attribute__((noreturn, aligned(4096))) static void enter_function(
+    uint64_t setup_start, uint64_t setup_length, uint64_t stack, uint64_t entry) {
+    __asm__ volatile(
+        "mov %[length], %%rsi\n"
+        "mov %[start], %%rdi\n"
+        "mov %[stack], %%rsp\n"
+        "mov %[entry], %%r15\n"
+        "mov $" "11" ", %%eax\n" /* SYS_MUNMAP */
+        "syscall\n"
+        "test %%rax, %%rax\n"
+        "jnz 1f\n"
+        "xor %%eax, %%eax\n xor %%ebx, %%ebx\n xor %%ecx, %%ecx\n xor %%edx, %%edx\n"
+        "xor %%esi, %%esi\n xor %%edi, %%edi\n xor %%ebp, %%ebp\n"
+        "xor %%r8d, %%r8d\n xor %%r9d, %%r9d\n xor %%r10d, %%r10d\n xor %%r11d, %%r11d\n"
+        "xor %%r12d, %%r12d\n xor %%r13d, %%r13d\n xor %%r14d, %%r14d\n"
+        "jmp *%%r15\n"
+        "1:\n"
+        "mov $" "250" ", %%edi\n" /* SETUP_STATUS_BASE + 10: the unmap failed */
+        "mov $" "231" ", %%eax\n" /* SYS_EXIT_GROUP */
+        "syscall\n"
+        "hlt\n"
+        :
+        : [start] "r"(setup_start), [length] "r"(setup_length), [stack] "r"(stack),
+          [entry] "r"(entry)
+        : "memory");
+    __builtin_unreachable();
 }
 
 __attribute__((noreturn)) static void runner_main(void) {
-    prepare_before_context();
+    if (!filter_installed) prepare_before_context(); /* a zygote's clone inherited it */
     const int context_fd = receive_context();
-    /* The fixed part first, then only as much of the filter as there is
-     * (each page read is a page fault in our bss). */
-    const size_t fixed = offsetof(struct params, filter);
-    check(sys6(SYS_PREAD64, context_fd, (long)&params, fixed, 0, 0, 0), 0);
+    check(sys6(SYS_PREAD64, context_fd, (long)&params, sizeof params, 0, 0, 0), 0);
     if (params.magic != PARAMS_MAGIC || params.segment_count > MAX_SEGMENTS ||
-        params.filter_length == 0 || params.filter_length > MAX_FILTER ||
         params.context_size <= FUNCTION_BASE)
         leave(SETUP_STATUS_BASE + 1);
-    const size_t filter_bytes = params.filter_length * sizeof(struct sock_filter);
-    if (sys6(SYS_PREAD64, context_fd, (long)params.filter, filter_bytes, fixed, 0, 0) !=
-        (long)filter_bytes)
-        leave(SETUP_STATUS_BASE);
 
     /* 1. The context, at its own addresses. PROT_READ|WRITE, MAP_SHARED|MAP_FIXED_NOREPLACE. */
     long mapped = sys6(SYS_MMAP, FUNCTION_BASE, params.context_size - FUNCTION_BASE, 3,
@@ -234,25 +290,10 @@ __attribute__((noreturn)) static void runner_main(void) {
     check(sys6(SYS_SETRLIMIT, 0 /* RLIMIT_CPU */, (long)cpu, 0, 0, 0, 0), 5);
     check(sys6(SYS_PRCTL, 4 /* PR_SET_DUMPABLE */, 0, 0, 0, 0, 0), 5);
 
-    /* 3. Confinement (no_new_privs is set already), then the function. */
-    struct {
-        uint16_t length;
-        struct sock_filter *filter;
-    } program = {(uint16_t)params.filter_length, params.filter};
-    check(sys6(SYS_SECCOMP, 1 /* SECCOMP_SET_MODE_FILTER */, 0, (long)&program, 0, 0, 0), 8);
-
-    __asm__ volatile(
-        "mov %0, %%rsp\n"
-        "mov %1, %%r15\n"
-        "xor %%eax, %%eax\n xor %%ebx, %%ebx\n xor %%ecx, %%ecx\n xor %%edx, %%edx\n"
-        "xor %%esi, %%esi\n xor %%edi, %%edi\n xor %%ebp, %%ebp\n"
-        "xor %%r8d, %%r8d\n xor %%r9d, %%r9d\n xor %%r10d, %%r10d\n xor %%r11d, %%r11d\n"
-        "xor %%r12d, %%r12d\n xor %%r13d, %%r13d\n xor %%r14d, %%r14d\n"
-        "jmp *%%r15\n"
-        :
-        : "r"(params.stack), "r"(params.entry)
-        : "memory");
-    __builtin_unreachable();
+    /* 3. The filter is in force since step 0; leave the set-up code behind. */
+    enter_function((uint64_t)__executable_start,
+                   (uint64_t)(__start_pappus_final - __executable_start), params.stack,
+                   params.entry);
 }
 
 /* Send the worker its end of a new runner's socket pair, with the runner's pid. */
@@ -270,6 +311,7 @@ static long send_runner(int fd, int32_t pid) {
  * asleep on the socket would be woken for nothing each time the worker takes a runner
  * out of it (the kernel wakes a sender's waiters when its data is consumed). */
 __attribute__((noreturn)) static void zygote(char *mode) {
+    prepare_before_context(); /* once: every clone inherits it */
     /* Only the worker's socket and pipe: nothing let through by mistake is kept open. */
     check(sys6(SYS_CLOSE_RANGE, 0, 2, 0, 0, 0, 0), 9);
     check(sys6(SYS_CLOSE_RANGE, 5, ~0UL, 0, 0, 0, 0), 9);
