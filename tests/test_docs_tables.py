@@ -6,30 +6,28 @@ from pathlib import Path
 
 from pappus.engines.process.policy import policy_markdown, runner_calls_markdown
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "process-engine.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def documented(page: str, table: str) -> str:
+    """The text between ``<!-- {table}: begin -->`` and its end marker in ``docs/{page}``."""
+    text = (DOCS / page).read_text()
+    begin, end = f"<!-- {table}: begin -->\n", f"<!-- {table}: end -->"
+    return text[text.index(begin) + len(begin):text.index(end)]
 
 
 def test_the_documented_policy_table_is_the_generated_one() -> None:
-    text = DOC.read_text()
-    begin, end = "<!-- policy table: begin -->\n", "<!-- policy table: end -->"
-    documented = text[text.index(begin) + len(begin):text.index(end)]
-    assert documented == policy_markdown(), (
+    assert documented("process-engine.md", "policy table") == policy_markdown(), (
         "docs/process-engine.md is stale: paste policy_markdown() between the markers")
 
 
 def test_the_documented_runner_calls_are_the_generated_ones() -> None:
-    text = DOC.read_text()
-    begin, end = "<!-- runner calls table: begin -->\n", "<!-- runner calls table: end -->"
-    documented = text[text.index(begin) + len(begin):text.index(end)]
-    assert documented == runner_calls_markdown(), (
+    assert documented("process-engine.md", "runner calls table") == runner_calls_markdown(), (
         "docs/process-engine.md is stale: paste runner_calls_markdown() between the markers")
 
 
 def test_the_documented_linux_table_is_the_generated_one() -> None:
     from pappus.engines.linux.policy import table_markdown
 
-    text = (DOC.parent / "linux-engine.md").read_text()
-    begin, end = "<!-- policy table: begin -->\n", "<!-- policy table: end -->"
-    documented = text[text.index(begin) + len(begin):text.index(end)]
-    assert documented == table_markdown(), (
+    assert documented("linux-engine.md", "policy table") == table_markdown(), (
         "docs/linux-engine.md is stale: paste table_markdown() between the markers")
