@@ -241,12 +241,11 @@ class ProcessEngine(Engine):
         self._retired.close_all()
         with self._pool_lock:
             pool = self._pool
+            filter_fd, self._filter_fd = self._filter_fd, -1
         if pool is not None:
             pool.close()
-        with self._pool_lock:
-            if self._filter_fd >= 0:
-                os.close(self._filter_fd)
-                self._filter_fd = -1
+        if filter_fd >= 0:  # after the pool: a zygote replaced while closing still reads it
+            os.close(filter_fd)
 
 
 # No ``setsigdef``: exec already resets caught signals, the runner installs its own

@@ -247,7 +247,7 @@ FINAL __attribute__((noreturn, aligned(4096))) static void enter_function(
         "mov %[start], %%rdi\n"
         "mov %[stack], %%rsp\n"
         "mov %[entry], %%r15\n"
-        "mov $" "11" ", %%eax\n" /* SYS_MUNMAP */
+        "mov %[munmap], %%eax\n"
         "syscall\n"
         "test %%rax, %%rax\n"
         "jnz 1f\n"
@@ -257,13 +257,14 @@ FINAL __attribute__((noreturn, aligned(4096))) static void enter_function(
         "xor %%r12d, %%r12d\n xor %%r13d, %%r13d\n xor %%r14d, %%r14d\n"
         "jmp *%%r15\n"
         "1:\n"
-        "mov $" "250" ", %%edi\n" /* SETUP_STATUS_BASE + 10: the unmap failed */
-        "mov $" "231" ", %%eax\n" /* SYS_EXIT_GROUP */
+        "mov %[failed], %%edi\n" /* the unmap failed */
+        "mov %[exit_group], %%eax\n"
         "syscall\n"
         "hlt\n"
         :
         : [start] "r"(setup_start), [length] "r"(setup_length), [stack] "r"(stack),
-          [entry] "r"(entry)
+          [entry] "r"(entry), [munmap] "i"(SYS_MUNMAP), [exit_group] "i"(SYS_EXIT_GROUP),
+          [failed] "i"(SETUP_STATUS_BASE + 10)
         : "memory");
     __builtin_unreachable();
 }
