@@ -94,3 +94,33 @@ def test_a_failing_start_stops_refilling_and_take_reports_it() -> None:
         pool.close()
     with pytest.raises(RuntimeError, match="closed"):
         pool.take()
+
+
+def test_get_ready_works_on_the_first_waiting_one_and_a_failure_discards_it() -> None:
+    starter = Starter()
+    readied: list[int] = []
+    refuse = {"now": False}
+
+    def get_ready(number: int) -> None:
+        if refuse["now"]:
+            raise OSError("it died")
+        readied.append(number)
+
+    pool = RunnerPool(starter.start, 2, starter.discarded.append, refill_on_take=False,
+                      get_ready=get_ready)
+    try:
+        pool.take()  # empty: it refills (and gets the first waiting one ready once it can)
+        eventually(lambda: len(pool.waiting()) == 2)
+        pool.refill_soon()
+        eventually(lambda: bool(readied))
+        first = pool.waiting()[0]
+        assert readied[-1] == first  # the one the next take() hands out, still in place
+        assert pool.take() == first
+        refuse["now"] = True
+        pool.refill_soon()
+        eventually(lambda: bool(starter.discarded), describe=lambda: "nothing was discarded")
+        failed = starter.discarded[0]
+        assert failed not in pool.waiting()  # a launcher that failed is never handed out
+        eventually(lambda: len(pool.waiting()) == 2)  # and it is replaced
+    finally:
+        pool.close()

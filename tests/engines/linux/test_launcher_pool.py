@@ -26,9 +26,9 @@ from pappus.engines.linux.launcher import (
     can_become_nobody,
 )
 from pappus.engines.linux.memfd import MemfdRecycler
-from pappus.errors import EngineUnavailable, TooLarge
+from pappus.errors import EngineUnavailable, InvocationTimeout, TooLarge
 from tests.conftest import eventually
-from tests.engines.linux.support import Sandbox, busybox_binary
+from tests.engines.linux.support import Sandbox, build_c, busybox_binary
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,13 @@ def test_a_parked_launcher_is_confined_before_any_invocation(sandbox: Sandbox,
         if nobody:
             assert status["Groups"].strip() == ""
         assert status["Seccomp"].strip() == "2"  # filter mode
-        # Its descriptors: only the listener (0); the parameters were mapped and closed.
-        assert sorted(os.listdir(f"/proc/{launcher.pid}/fd")) == ["0"]
+        # Its descriptors: only the listener (0), the parameters were mapped and closed;
+        # and, if it was bound ahead to the function just run, that executable (1).
+        descriptors = sorted(os.listdir(f"/proc/{launcher.pid}/fd"))
+        assert descriptors == (["0"] if launcher.bound_to is None else ["0", "1"])
+        if launcher.bound_to is not None:
+            assert os.readlink(f"/proc/{launcher.pid}/fd/1").startswith(
+                "/memfd:pappus-executable")
 
 
 def test_a_waiting_launcher_that_died_is_replaced(sandbox: Sandbox, busybox: bytes) -> None:
@@ -89,6 +94,20 @@ def test_a_launcher_that_dies_as_it_is_taken_is_replaced(sandbox: Sandbox, busyb
         select.select([launcher.pidfd], [], [], 5)  # it is dead now
     monkeypatch.setattr(Launcher, "alive", lambda self: True)
     assert sandbox.run(busybox, ["echo", "retried"]).stdout == b"retried\n"
+
+
+def test_a_launcher_killed_before_its_exec_is_told_from_a_program_that_ran(
+        sandbox: Sandbox, busybox: bytes) -> None:
+    """A reply that lets the exec run can reach a launcher a SIGKILL has not woken yet; its
+    end must then be a lost launcher (retried), not the program's CPU limit or crash."""
+    sandbox.run(busybox, ["true"])
+    path = sandbox.engine._launcher_path()
+    launcher = _parked(sandbox.engine)[0]
+    os.kill(launcher.pid, signal.SIGKILL)
+    assert launcher.never_ran_a_program(path)
+    # A program that ran and was killed is not mistaken for one: the engine reports it.
+    with pytest.raises(InvocationTimeout):
+        sandbox.run(busybox, ["sh", "-c", "while :; do :; done"], timeout_s=0.3)
 
 
 def test_a_launcher_that_cannot_set_up_is_engine_unavailable(launcher_dir: Path,
@@ -182,3 +201,30 @@ def test_a_killed_zygote_is_replaced_and_close_ends_it(launcher_dir: Path,
     finally:
         engine.close()
     assert not Path(f"/proc/{second}").exists(), "close did not end the zygote"
+
+
+def test_a_launcher_bound_ahead_runs_only_the_function_it_was_bound_for(
+        sandbox: Sandbox, busybox: bytes, tmp_path: Path) -> None:
+    """After a run, the next waiting launcher gets that function's executable ahead (a guess
+    that it runs again). The guess must save the work when right and never run the wrong
+    program when wrong."""
+    first, second = (
+        build_c(f'#include <stdio.h>\nint main(void) {{ puts("{word}"); return 0; }}\n',
+                tmp_path / word, "musl-gcc") for word in ("first", "second"))
+    engine = sandbox.engine
+    artifact = sandbox.prepare(first)
+
+    def next_is_bound_to_first() -> bool:
+        waiting = engine.pool.waiting()
+        return bool(waiting) and waiting[0].bound_to is artifact
+
+    assert sandbox.run(first, ["first"]).stdout == b"first\n"
+    eventually(next_is_bound_to_first, describe=engine.pool.waiting)
+    hits = engine.bound_ahead
+    assert sandbox.run(first, ["first"]).stdout == b"first\n"
+    assert engine.bound_ahead == hits + 1, "the launcher bound ahead was not used"
+    eventually(next_is_bound_to_first, describe=engine.pool.waiting)
+    assert sandbox.run(second, ["second"]).stdout == b"second\n"  # bound to first: rebound
+    assert engine.bound_ahead == hits + 1
+    assert sandbox.run(busybox, ["echo", "third"]).stdout == b"third\n"
+    assert sandbox.run(first, ["first"]).stdout == b"first\n"

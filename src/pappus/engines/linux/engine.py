@@ -6,14 +6,17 @@
   sealed, read-only memfd; build the launcher once (``launcher.c``).
 * **Invocation**: a :class:`~pappus.vfs.SetFileSystem` from the inputs (the
   wasm engine's file convention, same module); a launcher process, started
-  with ``posix_spawn`` ahead of time by the warm pool — the server is never
-  forked — has already set its fixed limits, dropped privileges, installed
-  the filter generated from the policy table (:mod:`.policy`) and parked in
-  its first notified call (:mod:`.launcher`). The invocation writes argv and
-  envp, sets the memory and CPU limits, and the supervisor
-  (:mod:`.supervisor`) answers the parked call by installing the executable
-  and letting the exec run, then answers the program's notified calls in this
-  thread until it ends.
+  ahead of time by the warm pool (cloned by a zygote that was
+  ``posix_spawn``-ed — the server is never forked), has already set its fixed
+  limits, dropped privileges, installed the filter generated from the policy
+  table (:mod:`.policy`) and parked in its first notified call
+  (:mod:`.launcher`); the pool thread has usually received that call and
+  installed the executable of the function that ran last (a guess that it
+  runs again). The invocation writes argv and envp, sets the memory and CPU
+  limits, and the supervisor (:mod:`.supervisor`) answers the parked call by
+  installing this function's executable (unless the launcher holds it
+  already) and letting the exec run, then answers the program's notified
+  calls in this thread until it ends.
 * **Limits**: ``RLIMIT_AS`` = the memory bound (mmap is also checked by the
   supervisor so running out is seen: ``out_of_memory``); the deadline kills
   the process from outside (``timeout``), ``RLIMIT_CPU`` is a second bound;
@@ -46,6 +49,7 @@ from pappus.engines.linux.launcher import (
     LAUNCH_STEPS,
     PARAMS_FD,
     Launcher,
+    LauncherGone,
     argument_block,
     can_become_nobody,
     start_launcher,
@@ -98,7 +102,11 @@ class LinuxEngine(Engine):
         # Refilled while the invoking thread waits for the program's exec (refill_soon
         # below), not when it takes a launcher and still has Python to run.
         self.pool: RunnerPool[Launcher] = RunnerPool(
-            self._start_launcher, warm_launchers, Launcher.discard, refill_on_take=False)
+            self._start_launcher, warm_launchers, Launcher.discard, refill_on_take=False,
+            get_ready=self._get_ready)
+        self._last_started: LinuxArtifact | None = None
+        self.bound_ahead = 0
+        """Invocations whose launcher had their executable installed ahead (see _get_ready)."""
         self.memfds = MemfdRecycler()
         self._become_nobody = can_become_nobody()
         self._closed = False
@@ -204,23 +212,31 @@ class LinuxEngine(Engine):
         """
         supervisor: Supervisor | None = None
         try:
-            listener = launcher.wait_until_parked(limits.deadline)
             try:
+                parked_call = launcher.arm(limits.deadline)  # usually armed already
                 launcher.prepare_program(*block, sandbox_limits.address_space,
                                          sandbox_limits.cpu_seconds)
-            except ProcessLookupError:
+            except (ProcessLookupError, LauncherGone):
                 raise _LauncherLost from None
-            supervisor = Supervisor(launcher.pid, launcher.pidfd, listener, fs,
+            assert launcher.listener is not None
+            if launcher.bound_to is artifact:
+                self.bound_ahead += 1
+            supervisor = Supervisor(launcher.pid, launcher.pidfd, launcher.listener, fs,
                                     sandbox_limits, executable_fd=artifact.fd,
-                                    memfds=self.memfds, on_exec=self.pool.refill_soon)
+                                    memfds=self.memfds,
+                                    executable_installed=launcher.bound_to is artifact,
+                                    proc_files=launcher.take_proc_files(),
+                                    on_exec=functools.partial(self._exec_started, artifact))
             started = time.perf_counter()
-            supervisor.run(limits.deadline)
+            supervisor.run(limits.deadline, first=parked_call)
             if supervisor.exit_status is not None:  # exit_group: the kernel is ending it
                 status, step, error = supervisor.exit_status << 8, 0, 0
             else:  # it has ended some other way, or is being killed
+                started_program = (supervisor.program_started and not
+                                   launcher.never_ran_a_program(self._launcher_path()))
                 _, status = os.waitpid(launcher.pid, 0)
                 step, error = launcher.failure()
-                if not (supervisor.program_started or step or supervisor.verdict.timed_out):
+                if not (started_program or step or supervisor.verdict.timed_out):
                     raise _LauncherLost
             finished = time.perf_counter()
             ending = Ending(
@@ -235,6 +251,19 @@ class LinuxEngine(Engine):
                 self.pool.clean_up_later(functools.partial(_end, launcher, supervisor))
             else:
                 _end(launcher, supervisor)
+
+    def _exec_started(self, artifact: LinuxArtifact) -> None:
+        # The kernel is loading the program; the pool thread has the CPU time meanwhile.
+        self._last_started = artifact
+        self.pool.refill_soon()
+
+    def _get_ready(self, launcher: Launcher) -> None:
+        """On the pool thread: arm the next launcher and bind it to the function started last
+        (a guess that it runs again), so neither is on that invocation's path."""
+        artifact = self._last_started
+        if artifact is not None and launcher.bound_to is not artifact and launcher.try_arm():
+            launcher.bind(artifact.fd, artifact)
+            launcher.open_proc_files()
 
     def _take_launcher(self) -> Launcher:
         """A launcher from the pool (a fresh one if the waiting one died)."""

@@ -3,14 +3,16 @@
 A launcher is started ahead of time (in the warm pool's thread):
 :func:`start_launcher` writes its parameter memfd (header and the seccomp
 program) and starts it, without waiting for it. The launcher sets itself up
-and parks in its notified ``execveat`` on its own, so by the time an
-invocation takes it, :meth:`Launcher.wait_until_parked` only has to copy the
-listener (``pidfd_getfd``) and see the parked call queued on it; a launcher
-taken too early is waited for ("armed" on its socket, then the listener).
-The invocation then calls :meth:`Launcher.prepare_program` (argv, envp,
-``RLIMIT_AS``, ``RLIMIT_CPU``) and the supervisor answers the parked call:
-it installs the executable and lets the exec run. See ``launcher.c`` for the
-other side.
+and parks in its notified ``execveat`` on its own. It is then *armed*
+(:meth:`Launcher.arm`, :meth:`Launcher.try_arm`: its listener copied with
+``pidfd_getfd`` and the parked call received) and usually also *bound*
+(:meth:`Launcher.bind`: a function's executable installed as the descriptor
+the call names), both on the pool thread before an invocation takes it; a
+launcher taken too early is waited for ("armed" on its socket, then the
+listener). The invocation then calls :meth:`Launcher.prepare_program` (argv,
+envp, ``RLIMIT_AS``, ``RLIMIT_CPU``) and the supervisor answers the parked
+call: it installs the executable unless the launcher holds it already and
+lets the exec run. See ``launcher.c`` for the other side.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from pappus.engines.linux.notify import Listener, pidfd_getfd
+from pappus.engines.linux.notify import Listener, Notification, pidfd_getfd
 from pappus.engines.process.pool import Runner, Zygote, start_runner
 from pappus.errors import EngineUnavailable, InvocationTimeout, TooLarge
 
@@ -35,6 +37,9 @@ FAILURE_OFFSET = 9 * 8
 PARAMS_FD = 0
 LISTENER_FD = 0
 EXECUTABLE_FD = 1
+SYS_EXECVEAT = 322
+TASK_COMM_BYTES = 15
+"""The kernel keeps this much of an executable's name as the process's ``comm``."""
 DESCRIPTOR_LIMIT = 1024  # the real RLIMIT_NOFILE: virtual below 512, real input files above
 MAX_ARGUMENT_BYTES = 128 << 10
 """argv and environ strings together, NULs included."""
@@ -101,18 +106,34 @@ def argument_block(argv: list[bytes], environ: list[bytes]) -> tuple[bytes, list
     return b"".join(words), offsets[: len(argv)], offsets[len(argv):]
 
 
+class LauncherGone(Exception):
+    """The launcher ended (killed from outside) before its program could start."""
+
+
 class Launcher:
-    """A started launcher; once parked in its notified ``execveat``, it has a listener (owned)."""
+    """A started launcher; once parked in its notified ``execveat``, it has a listener (owned).
+
+    Once armed (:meth:`arm`), the parked call has been received
+    (:attr:`parked_call`); once bound (:meth:`bind`), a function's executable
+    is installed as the descriptor that call names, so a taken launcher may
+    already be ready to run that function.
+    """
 
     def __init__(self, runner: Runner, params_fd: int, layout: Layout) -> None:
         self.runner = runner
         self.params_fd = params_fd
         self.layout = layout
         self.listener: Listener | None = None
+        self.parked_call: Notification | None = None
+        self.bound_to: object | None = None
+        """What :meth:`bind` installed (compared by identity), or None."""
+        self.proc_files: tuple[int, int] | None = None
+        """Its ``/proc/<pid>/stat`` and ``statm``, once :meth:`open_proc_files` opened them."""
         self.base = 0
 
     def __repr__(self) -> str:
-        state = "parked" if self.listener else "starting"
+        state = ("bound" if self.bound_to is not None else "armed" if self.parked_call
+                 else "parked" if self.listener else "starting")
         return f"<Launcher pid={self.runner.pid} {state}>"
 
     @property
@@ -160,6 +181,85 @@ class Launcher:
             raise InvocationTimeout("the sandbox did not start before the deadline")
         raise self._failed()
 
+    def arm(self, deadline: float) -> Notification:
+        """Wait until parked (:meth:`wait_until_parked`) and receive the parked call.
+
+        Raises :class:`LauncherGone` if the launcher died while it was parked.
+        """
+        if self.parked_call is None:
+            listener = self.wait_until_parked(deadline)
+            self._receive_parked_call(listener)
+        assert self.parked_call is not None
+        return self.parked_call
+
+    def try_arm(self) -> bool:
+        """Arm it if it is parked already, without waiting; whether it is armed now."""
+        if self.parked_call is not None:
+            return True
+        if self.listener is None:
+            fd = self._copy_listener()
+            if fd is None:
+                return False
+            self.listener = Listener(fd)
+            (self.base,) = struct.unpack("<Q", os.pread(self.params_fd, 8, BASE_OFFSET))
+        if not select.select([self.listener.fd], [], [], 0)[0]:
+            return False  # between seccomp() and execveat(): soon
+        self._receive_parked_call(self.listener)
+        return True
+
+    def _receive_parked_call(self, listener: Listener) -> None:
+        call = listener.receive()
+        if call is None:
+            raise LauncherGone(f"launcher {self.pid} ended while it was parked")
+        if call.nr != SYS_EXECVEAT or call.pid != self.pid:
+            raise self._failed()  # not where a launcher parks: never used
+        self.parked_call = call
+
+    def bind(self, executable_fd: int, owner: object) -> None:
+        """Install ``executable_fd`` as the descriptor the parked call executes (armed only).
+
+        Raises ``ProcessLookupError`` if the launcher has died meanwhile.
+        """
+        assert self.listener is not None and self.parked_call is not None
+        self.bound_to = None
+        self.listener.add_descriptor(self.parked_call, executable_fd, EXECUTABLE_FD)
+        self.bound_to = owner
+
+    def open_proc_files(self) -> None:
+        """Open ``/proc/<pid>/stat`` and ``statm`` ahead (the supervisor reads them; see
+        :meth:`take_proc_files`). A read describes what the process runs at that time."""
+        if self.proc_files is None:
+            stat = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                statm = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+            except BaseException:
+                os.close(stat)
+                raise
+            self.proc_files = (stat, statm)
+
+    def take_proc_files(self) -> tuple[int, int] | None:
+        """The descriptors :meth:`open_proc_files` opened (the caller's from now on), if any."""
+        files, self.proc_files = self.proc_files, None
+        return files
+
+    def never_ran_a_program(self, launcher_path: str) -> bool:
+        """Whether the process, now ended, was still the launcher built at ``launcher_path``.
+
+        Its name (``comm``) changes with the exec, so one still named after the
+        launcher was killed before its program started, however close to it
+        (a reply that lets the exec run can still find a launcher that a
+        ``SIGKILL`` has not yet woken). Call it before the process is reaped.
+        """
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOWAIT)
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as stat:
+                record = stat.read()
+        except OSError:
+            return False
+        comm = record[record.find(b"(") + 1:record.rfind(b")")]
+        return comm == os.fsencode(os.path.basename(launcher_path))[:TASK_COMM_BYTES]
+
     def _copy_listener(self) -> int | None:
         try:
             fd = pidfd_getfd(self.runner.pidfd, LISTENER_FD)
@@ -204,6 +304,8 @@ class Launcher:
         """Close the listener, end the process if it is alive, reap it, close our descriptors."""
         if self.listener is not None:
             self.listener.close()
+        for fd in self.take_proc_files() or ():
+            os.close(fd)
         self.runner.discard()
         if self.params_fd >= 0:
             os.close(self.params_fd)

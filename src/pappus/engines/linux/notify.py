@@ -124,8 +124,18 @@ class Listener:
         """Finish the call with ``value`` (or ``-error``). False if the caller is gone."""
         return self._send(RESPONSE.pack(notification.id, value, -error if error else 0, 0))
 
-    def let_kernel_run(self, notification: Notification) -> bool:
-        """Let the kernel run the call as made. Only for calls without pointer arguments."""
+    def let_kernel_run(self, notification: Notification, *, elsewhere: bool = False) -> bool:
+        """Let the kernel run the call as made. Only for calls without pointer arguments.
+
+        ``elsewhere``: wake the caller without the synchronous hand-over, so a
+        long call (an exit) can run on another CPU while we go on.
+        """
+        if elsewhere and self.sync_wake_up:
+            fcntl.ioctl(self.fd, IOCTL_SET_FLAGS, 0)
+            try:
+                return self._send(RESPONSE.pack(notification.id, 0, 0, FLAG_CONTINUE))
+            finally:
+                fcntl.ioctl(self.fd, IOCTL_SET_FLAGS, FD_SYNC_WAKE_UP)
         return self._send(RESPONSE.pack(notification.id, 0, 0, FLAG_CONTINUE))
 
     def _send(self, response: bytes) -> bool:

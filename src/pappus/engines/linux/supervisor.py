@@ -94,9 +94,10 @@ class LetKernelRun(Exception):
     ``then`` is called once the call has been let through.
     """
 
-    def __init__(self, then: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, then: Callable[[], None] = lambda: None, *, elsewhere: bool = False) -> None:
         super().__init__()
         self.then = then
+        self.elsewhere = elsewhere
 
 
 @dataclass(slots=True)
@@ -134,6 +135,8 @@ class Supervisor:
         *,
         executable_fd: int,
         memfds: MemfdRecycler,
+        executable_installed: bool = False,
+        proc_files: tuple[int, int] | None = None,
         on_exec: Callable[[], None] = lambda: None,
     ) -> None:
         self.pid = pid
@@ -143,9 +146,13 @@ class Supervisor:
         self.limits = limits
         self.verdict = Verdict()
         self.calls = 0
-        self._statm: int | None = None
+        # /proc/<pid>/stat and statm (ours to close), opened ahead if the caller could:
+        # they describe whatever the process runs at the time of each read.
+        self._stat: int | None = proc_files[0] if proc_files is not None else None
+        self._statm: int | None = proc_files[1] if proc_files is not None else None
         self._current: Notification | None = None
         self._executable_fd = executable_fd
+        self._executable_installed = executable_installed
         self._on_exec = on_exec
         self.program_started = False
         self.exit_status: int | None = None
@@ -167,14 +174,21 @@ class Supervisor:
         The listener belongs to the launcher (:class:`~.launcher.Launcher`).
         """
         self.files.close_all()
-        if self._statm is not None:
-            os.close(self._statm)
+        for fd in (self._stat, self._statm):
+            if fd is not None:
+                os.close(fd)
+        self._stat = self._statm = None
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def run(self, deadline: float) -> None:
-        """Serve calls until the process ends, or kill it at ``deadline`` (monotonic)."""
+    def run(self, deadline: float, first: Notification | None = None) -> None:
+        """Serve calls until the process ends, or kill it at ``deadline`` (monotonic).
+
+        ``first``: the launcher's parked call, if it was received already.
+        """
         self._deadline = deadline
+        if first is not None and not self._answer(first):
+            return
         poller = select.poll()
         poller.register(self.listener.fd, select.POLLIN)
         while True:
@@ -223,7 +237,7 @@ class Supervisor:
             self.kill()
             return False
         except LetKernelRun as answer:
-            if not self.listener.let_kernel_run(call):
+            if not self.listener.let_kernel_run(call, elsewhere=answer.elsewhere):
                 return True  # the call is gone (the process is being killed)
             answer.then()
             return self.exit_status is None
@@ -291,7 +305,7 @@ class Supervisor:
         # The run is over: every output call has been answered. Record the status so the
         # result need not wait for the kernel to tear the process down.
         self.exit_status = status & 0xFF
-        raise LetKernelRun
+        raise LetKernelRun(elsewhere=True)  # its teardown need not delay us
 
     def _address_space_in_use(self) -> int:
         if self._statm is None:
@@ -319,7 +333,8 @@ class Supervisor:
         if self.program_started or self.calls > 1:
             raise LinuxError(errno_codes.EPERM)  # one program per invocation
         # The parked launcher starting the program, before it exists.
-        self._install_descriptor(self._executable_fd, EXECUTABLE_FD)
+        if not self._executable_installed:
+            self._install_descriptor(self._executable_fd, EXECUTABLE_FD)
         raise LetKernelRun(then=self._exec_started)
 
     def _exec_started(self) -> None:
@@ -350,8 +365,9 @@ class Supervisor:
     def _heap_start(self) -> int:
         """Where the heap starts (``start_brk``, field 47 of ``/proc/<pid>/stat``), read once."""
         if self._heap_base is None:
-            with open(f"/proc/{self.pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
+            if self._stat is None:
+                self._stat = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            fields = os.pread(self._stat, 4096, 0).rsplit(b")", 1)[1].split()
             self._heap_base = int(fields[47 - 3])
         return self._heap_base
 

@@ -340,6 +340,10 @@ class RunnerPool(Generic[T]):
     nobody wakes the thread for run within ``cleanup_delay_s``; past
     ``max_backlog`` waiting ones, :meth:`clean_up_later` runs the call itself.
 
+    ``get_ready`` (optional) does more for the next one to be taken, on the
+    thread, when it is woken to refill; it is out of the pool meanwhile, and
+    discarded if ``get_ready`` raises.
+
     ``discard`` ends one that is no longer wanted (on :meth:`close`). A start
     that fails in the background is logged and stops the refilling until the
     next :meth:`take`, which starts one itself and so reports the error to its caller.
@@ -347,11 +351,12 @@ class RunnerPool(Generic[T]):
 
     def __init__(self, start: Callable[[], T], size: int, discard: Callable[[T], None], *,
                  refill_on_take: bool = True, cleanup_delay_s: float = 0.01,
-                 max_backlog: int = 64) -> None:
+                 max_backlog: int = 64, get_ready: Callable[[T], None] | None = None) -> None:
         if size < 0:
             raise ValueError(f"pool size must be >= 0, not {size}")
         self._start = start
         self._discard = discard
+        self._get_ready = get_ready
         self.size = size
         self.refill_on_take = refill_on_take
         self.cleanup_delay_s = cleanup_delay_s
@@ -437,9 +442,33 @@ class RunnerPool(Generic[T]):
                 _run_logged(call)
             if closed:
                 return
+            if not self._get_first_ready():
+                wanted += 1  # it was discarded: replace it too
             for _ in range(wanted):
                 if not self._start_one():
                     break
+
+    def _get_first_ready(self) -> bool:
+        """Run ``get_ready`` on the first waiting one, taken out of the pool meanwhile;
+        False if it failed (and was discarded)."""
+        if self._get_ready is None:
+            return True
+        with self._condition:
+            first = self._ready.popleft() if self._ready else None
+        if first is None:
+            return True
+        try:
+            self._get_ready(first)
+        except Exception:  # it died or failed: it must not be taken
+            log.debug("a warm sandbox process could not be made ready", exc_info=True)
+            self._discard(first)
+            return False
+        with self._condition:
+            if not self._closed:
+                self._ready.appendleft(first)
+                return True
+        self._discard(first)
+        return True
 
     def _start_one(self) -> bool:
         try:
