@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from pappus.engines import seccomp
-from pappus.engines.linux.policy import TABLE, compile_table, entry_for, table_markdown
+from pappus.engines.linux.policy import (
+    AS_NOBODY,
+    TABLE,
+    compile_table,
+    entry_for,
+    table_for,
+    table_markdown,
+)
 from pappus.engines.syscalls import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X86_64, syscall_number
 from tests.engines.bpf import run
 
@@ -138,9 +145,32 @@ def test_unknown_calls_and_other_abis_are_killed_and_reported() -> None:
     assert verdict(1, arch=AUDIT_ARCH_I386) == seccomp.SECCOMP_RET_USER_NOTIF
 
 
+IDENTITY = ["getuid", "geteuid", "getgid", "getegid", "getgroups"]
+
+
+@pytest.mark.parametrize("name", IDENTITY)
+def test_identity_is_the_kernels_answer_only_where_the_launcher_is_nobody(name: str) -> None:
+    """Launchers that switched to uid/gid 65534 (no groups) let the kernel answer; the others
+    keep the worker's identity, so the supervisor answers 65534 for them."""
+    number = syscall_number(name)
+    as_nobody = compile_table(table_for(True))
+    assert run(as_nobody, number, AUDIT_ARCH_X86_64, ()) == seccomp.SECCOMP_RET_ALLOW
+    assert run(compile_table(table_for(False)), number, AUDIT_ARCH_X86_64, ()) == (
+        seccomp.SECCOMP_RET_USER_NOTIF)
+    entry = entry_for(number)
+    assert entry is not None and entry.kind == "emulate"  # the same answer, by the supervisor
+    # nothing else changes: the as-nobody program decides every other call the same way
+    for other in ("read", "openat", "mmap", "ptrace", "socket", "set_tid_address"):
+        assert run(as_nobody, syscall_number(other), AUDIT_ARCH_X86_64, (0, 0, 3, 0x22)) == (
+            verdict(other, 0, 0, 3, 0x22)), other
+    assert {entry.name for entry in AS_NOBODY} == set(IDENTITY)
+
+
 def test_the_program_fits_and_the_table_is_documented() -> None:
     assert len(PROGRAM) <= seccomp.MAX_INSTRUCTIONS
+    assert len(compile_table(table_for(True))) <= seccomp.MAX_INSTRUCTIONS
     text = table_markdown()
-    for entry in TABLE:
+    for entry in (*AS_NOBODY, *TABLE):
         assert f"| `{entry.name}` |" in text
+    assert "| `getuid` | native | launchers run as uid/gid 65534 |" in text
     assert "deny by default" in text

@@ -56,7 +56,7 @@ from pappus.engines.linux.launcher import (
 )
 from pappus.engines.linux.memfd import MemfdRecycler, sealed_memfd
 from pappus.engines.linux.outcome import Ending, judge
-from pappus.engines.linux.policy import compile_table
+from pappus.engines.linux.policy import compile_table, table_for
 from pappus.engines.linux.supervisor import SandboxLimits, Supervisor
 from pappus.engines.process.pool import RunnerPool, Zygote
 from pappus.engines.seccomp import program_bytes
@@ -98,7 +98,8 @@ class LinuxEngine(Engine):
         self._cache_dir = cache_dir or native_build.default_cache_dir()
         self._launcher: str | None = None
         self._zygote: Zygote | None = None
-        self._filter = program_bytes(compile_table())
+        self._become_nobody = can_become_nobody()
+        self._filter = program_bytes(compile_table(table_for(self._become_nobody)))
         # Refilled while the invoking thread waits for the program's exec (refill_soon
         # below), not when it takes a launcher and still has Python to run.
         self.pool: RunnerPool[Launcher] = RunnerPool(
@@ -108,7 +109,6 @@ class LinuxEngine(Engine):
         self.bound_ahead = 0
         """Invocations whose launcher had their executable installed ahead (see _get_ready)."""
         self.memfds = MemfdRecycler()
-        self._become_nobody = can_become_nobody()
         self._closed = False
         self._counters = InvocationCounters(self.name)
 

@@ -213,6 +213,19 @@ TABLE: tuple[Entry, ...] = (
 """The policy. First matching entry wins; anything absent is ``kill``."""
 
 
+AS_NOBODY: tuple[Entry, ...] = tuple(
+    _native(name, "the launcher switched to uid/gid 65534 with no groups, so the kernel's own "
+            "answer is the fixed identity (no round trip to the supervisor)")
+    for name in ("getuid", "geteuid", "getgid", "getegid", "getgroups"))
+"""Put ahead of :data:`TABLE` when launchers run as uid/gid 65534 (the worker is root
+with ``CAP_SYS_RESOURCE``); otherwise these calls are emulated with the same answers."""
+
+
+def table_for(as_nobody: bool) -> tuple[Entry, ...]:
+    """The policy for launchers that do (``as_nobody``) or do not switch to uid/gid 65534."""
+    return AS_NOBODY + TABLE if as_nobody else TABLE
+
+
 def seccomp_rules(table: tuple[Entry, ...] = TABLE) -> tuple[seccomp.Rule, ...]:
     """The table as seccomp rules: emulate and kill both notify the supervisor."""
     rules: list[seccomp.Rule] = []
@@ -249,11 +262,13 @@ def entry_for(number: int, table: tuple[Entry, ...] = TABLE) -> Entry | None:
     return None
 
 
-def table_markdown(table: tuple[Entry, ...] = TABLE) -> str:
-    """The table for ``docs/linux-engine.md``."""
+def table_markdown(table: tuple[Entry, ...] = TABLE,
+                   as_nobody: tuple[Entry, ...] = AS_NOBODY) -> str:
+    """The table for ``docs/linux-engine.md`` (the ``as_nobody`` rows first)."""
     lines = ["| system call | action | when | fidelity |", "|---|---|---|---|"]
-    for entry in table:
-        when = ", ".join(c.describe() for c in entry.conditions) or "always"
+    for entry in as_nobody + table:
+        when = ", ".join(c.describe() for c in entry.conditions) or (
+            "launchers run as uid/gid 65534" if entry in as_nobody else "always")
         action = (f"errno {errno_codes.errorcode[entry.errno]}" if entry.kind == "errno"
                   and entry.errno is not None else entry.kind)
         lines.append(f"| `{entry.name}` | {action} | {when} | {entry.note} |")
