@@ -60,8 +60,10 @@ def test_a_parked_launcher_is_confined_before_any_invocation(sandbox: Sandbox,
         assert int(status["CapInh"], 16) == 0
         assert status["NoNewPrivs"].strip() == "1"
         # Real, effective, saved and file-system ids: nobody where the worker can still set
-        # its limits (root with CAP_SYS_RESOURCE), else the worker's own.
-        nobody = can_become_nobody()
+        # its limits (clones in the zygote's user namespace, which the worker owns; or root
+        # with CAP_SYS_RESOURCE), else the worker's own.
+        nobody = launcher.as_nobody
+        assert nobody == (sandbox.engine.zygote_maps_nobody or can_become_nobody())
         assert status["Uid"].split() == [str(65534 if nobody else os.getuid())] * 4
         assert status["Gid"].split() == [str(65534 if nobody else os.getgid())] * 4
         if nobody:
@@ -74,6 +76,28 @@ def test_a_parked_launcher_is_confined_before_any_invocation(sandbox: Sandbox,
         if launcher.bound_to is not None:
             assert os.readlink(f"/proc/{launcher.pid}/fd/1").startswith(
                 "/memfd:pappus-executable")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mapping uid 65534 into a namespace needs root")
+def test_as_root_launchers_run_as_nobody_in_the_zygotes_user_namespace(
+        sandbox: Sandbox, busybox: bytes) -> None:
+    """Root without CAP_SYS_RESOURCE could not set the limits of a uid-65534 process on the
+    host; in a user namespace the worker owns it can, so the program never runs as uid 0."""
+    sandbox.run(busybox, ["true"])
+    zygote = sandbox.engine.zygote_pid
+    assert zygote is not None
+    if Path(f"/proc/{zygote}/ns/user").resolve() == Path("/proc/self/ns/user").resolve():
+        pytest.skip("this kernel or container refuses the zygote a user namespace")
+    assert sandbox.engine.zygote_maps_nobody
+    assert Path(f"/proc/{zygote}/uid_map").read_text().split() == ["65534", "65534", "1"]
+    for launcher in _parked(sandbox.engine):
+        assert launcher.as_nobody and launcher.runner.cloned
+        assert _status(launcher.pid)["Uid"].split() == ["65534"] * 4
+        assert os.readlink(f"/proc/{launcher.pid}/ns/user") == os.readlink(
+            f"/proc/{zygote}/ns/user")
+    # The kernel answers the identity calls there, and says what the supervisor would.
+    run = sandbox.run(busybox, ["id"])
+    assert run.stdout == b"uid=65534 gid=65534\n"
 
 
 def test_a_waiting_launcher_that_died_is_replaced(sandbox: Sandbox, busybox: bytes) -> None:
@@ -113,7 +137,8 @@ def test_a_launcher_killed_before_its_exec_is_told_from_a_program_that_ran(
 def test_a_launcher_that_cannot_set_up_is_engine_unavailable(launcher_dir: Path,
                                                              busybox: bytes) -> None:
     engine = LinuxEngine(launcher_dir, warm_launchers=1)
-    engine._filter = bytes(8) * 4  # four "ld a, [0]" and no return: the kernel refuses it
+    bad = bytes(8) * 4  # four "ld a, [0]" and no return: the kernel refuses it
+    engine._filters = {False: bad, True: bad}
     try:
         with pytest.raises(EngineUnavailable) as caught:
             Sandbox(engine).run(busybox, ["true"])

@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import time
@@ -58,13 +59,17 @@ from pappus.engines.linux.memfd import MemfdRecycler, sealed_memfd
 from pappus.engines.linux.outcome import Ending, judge
 from pappus.engines.linux.policy import compile_table, table_for
 from pappus.engines.linux.supervisor import SandboxLimits, Supervisor
-from pappus.engines.process.pool import RunnerPool, Zygote
+from pappus.engines.process.pool import Runner, RunnerPool, Zygote
 from pappus.engines.seccomp import program_bytes
 from pappus.errors import EngineUnavailable, OutOfMemory
 from pappus.model import DataSet
 from pappus.vfs import SetFileSystem
 
+log = logging.getLogger(__name__)
+
 STACK_BYTES = 8 << 20
+NOBODY = 65534
+ZYGOTE_HANDSHAKE_S = 2.0
 LAUNCH_ATTEMPTS = 2
 DEFAULT_WARM_LAUNCHERS = 2
 LAUNCHER_FLAGS = (*native_build.FREESTANDING_FLAGS, "-fno-pie", "-no-pie")
@@ -99,7 +104,10 @@ class LinuxEngine(Engine):
         self._launcher: str | None = None
         self._zygote: Zygote | None = None
         self._become_nobody = can_become_nobody()
-        self._filter = program_bytes(compile_table(table_for(self._become_nobody)))
+        self._filters = {nobody: program_bytes(compile_table(table_for(nobody)))
+                         for nobody in (False, True)}
+        self._zygote_nobody = False
+        """Whether the current zygote's clones can become uid/gid 65534 (its handshake)."""
         # Refilled while the invoking thread waits for the program's exec (refill_soon
         # below), not when it takes a launcher and still has Python to run.
         self.pool: RunnerPool[Launcher] = RunnerPool(
@@ -130,11 +138,43 @@ class LinuxEngine(Engine):
         """The process id of the zygote that clones launchers, once one runs."""
         return self._zygote.pid if self._zygote is not None else None
 
+    @property
+    def zygote_maps_nobody(self) -> bool:
+        """Whether the zygote's clones run as uid/gid 65534 in its user namespace."""
+        return self._zygote_nobody
+
     def _start_launcher(self) -> Launcher:
+        """A new launcher: a clone of the zygote, or (none can serve) spawned.
+
+        Clones live in the zygote's user namespace, where they become uid/gid
+        65534 and let the kernel answer the identity calls (the worker, owner of
+        the namespace, can still set their limits); spawned ones become 65534 only
+        where the worker has ``CAP_SYS_RESOURCE``, and have the supervisor answer.
+        """
+        path = self._launcher_path()
         if self._zygote is None:
-            self._zygote = Zygote(self._launcher_path(), passed_fd=PARAMS_FD)
-        return start_launcher(self._launcher_path(), self._filter, STACK_BYTES,
-                              self._become_nobody, self._zygote)
+            self._zygote = Zygote(path, passed_fd=PARAMS_FD, on_start=self._zygote_handshake)
+        if self._zygote.ensure_started():
+            nobody = self._zygote_nobody or self._become_nobody
+            launcher = start_launcher(path, self._filters[nobody], STACK_BYTES, nobody,
+                                      self._zygote)
+            if launcher.runner.cloned and nobody == (self._zygote_nobody or self._become_nobody):
+                return launcher
+            launcher.discard()  # the zygote failed meanwhile: spawned with the wrong identity
+        return start_launcher(path, self._filters[self._become_nobody], STACK_BYTES,
+                              self._become_nobody)
+
+    def _zygote_handshake(self, zygote: Runner) -> None:
+        """A new zygote says whether it has its own user namespace; if so, map 65534 into it."""
+        zygote.channel.settimeout(ZYGOTE_HANDSHAKE_S)
+        try:
+            answer = zygote.channel.recv(1)
+        except TimeoutError:
+            answer = b""
+        if answer not in (b"u", b"n"):
+            raise ConnectionError("the linux engine's zygote did not say whether it has a "
+                                  "user namespace")
+        self._zygote_nobody = answer == b"u" and _map_nobody(zygote.pid)
 
     def prepare(self, spec: FunctionSpec, cache_dir: Path | None) -> LinuxArtifact:
         """Check ``spec.binary`` (see :mod:`.elf`) and make sure the launcher exists."""
@@ -284,6 +324,23 @@ class LinuxEngine(Engine):
         if self._zygote is not None:
             self._zygote.close()
         self.memfds.close()
+
+
+def _map_nobody(pid: int) -> bool:
+    """Map uid and gid 65534 (only) into the user namespace of process ``pid``.
+
+    Needs ``CAP_SETUID``/``CAP_SETGID`` on the host (root); without them the
+    namespace stays unmapped and its launchers keep the worker's identity.
+    """
+    try:
+        for table in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{table}", "w", encoding="ascii") as ids:
+                ids.write(f"{NOBODY} {NOBODY} 1\n")
+    except OSError as exc:
+        log.info("launchers keep the worker's identity: cannot map uid/gid %d into the "
+                 "zygote's user namespace (%s)", NOBODY, exc)
+        return False
+    return True
 
 
 class _LauncherLost(Exception):

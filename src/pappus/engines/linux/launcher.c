@@ -11,8 +11,9 @@
  *      and records the mapping's address in it;
  *   2. closes every other descriptor; sets RLIMIT_NOFILE, RLIMIT_STACK, no
  *      core dumps and no file writes; drops to uid/gid 65534 with no groups
- *      when the worker asks (it can then still set the process's limits only
- *      with CAP_SYS_RESOURCE); gives up every capability; sets no_new_privs,
+ *      when the worker asks (it does where it can still set the process's
+ *      limits: in the zygote's user namespace, or with CAP_SYS_RESOURCE);
+ *      gives up every capability; sets no_new_privs,
  *      so the exec cannot grant any back;
  *   3. writes one byte ("armed") to the socket and closes it, then installs
  *      the filter the worker generated from the policy table, with
@@ -32,7 +33,8 @@
  * is close-on-exec, so the program starts with none.
  *
  * Started with the argument "zygote", the program starts launchers instead
- * (as the process engine's runner does): it keeps only descriptor 3, and for
+ * (as the process engine's runner does), from a user namespace of its own (see
+ * zygote()): it keeps only descriptor 3, and for
  * each request on it (one byte carrying a new launcher's parameter memfd)
  * makes a socket pair and clones itself with CLONE_PARENT, so the worker is
  * the launcher's parent; it sends the worker its end with the new pid. The
@@ -112,6 +114,8 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
 #define SYS_RECVMSG 47
 #define SYS_SOCKETPAIR 53
 #define SYS_CLONE 56
+#define SYS_UNSHARE 272
+#define CLONE_NEWUSER 0x10000000
 #define SYS_DUP3 292
 #define CLONE_PARENT 0x00008000
 #define SIGCHLD 17
@@ -249,6 +253,12 @@ __attribute__((noreturn)) static void zygote(char *mode) {
     /* Only the worker's socket: nothing the worker let through by mistake is kept open. */
     sys6(SYS_CLOSE_RANGE, 0, CHANNEL_FD - 1, 0, 0, 0, 0);
     sys6(SYS_CLOSE_RANGE, CHANNEL_FD + 1, ~0UL, 0, 0, 0, 0);
+    /* A user namespace of its own, so that launchers can become uid/gid 65534 and the
+     * worker (its owner) can still set their limits without CAP_SYS_RESOURCE on the host.
+     * 'u': the worker maps 65534 into it before its first request; 'n': not available
+     * here (the launchers then keep the worker's identity, as spawned ones do). */
+    const char userns = sys6(SYS_UNSHARE, CLONE_NEWUSER, 0, 0, 0, 0, 0) == 0 ? 'u' : 'n';
+    if (sys6(SYS_WRITE, CHANNEL_FD, (long)&userns, 1, 0, 0, 0) != 1) leave(SETUP_STATUS);
     for (;;) {
         const int parameters = receive_parameters();
         if (parameters < 0) leave(0); /* the pool is closed, or the worker is gone */

@@ -127,6 +127,8 @@ class Launcher:
         self.parked_call: Notification | None = None
         self.bound_to: object | None = None
         """What :meth:`bind` installed (compared by identity), or None."""
+        self.as_nobody = False
+        """Whether it was asked to switch to uid/gid 65534 (see :func:`start_launcher`)."""
         self.proc_files: tuple[int, int] | None = None
         """Its ``/proc/<pid>/stat`` and ``statm``, once :meth:`open_proc_files` opened them."""
         self.base = 0
@@ -316,11 +318,12 @@ CAP_SYS_RESOURCE = 24
 
 
 def can_become_nobody() -> bool:
-    """Whether launchers can switch to uid 65534 and still have their limits set by us.
+    """Whether launchers on the host can switch to uid 65534 and still have their limits set.
 
     Needs root (to switch) and ``CAP_SYS_RESOURCE`` (``prlimit`` on a process of
     another user); some container runtimes give root everything but the latter.
-    Otherwise the program keeps the worker's identity (without capabilities).
+    Clones of the zygote do not need it: they switch inside its user namespace,
+    which the worker owns (see ``LinuxEngine._start_launcher``).
     """
     if os.geteuid() != 0:
         return False
@@ -363,7 +366,9 @@ def start_launcher(path: str, program: bytes, stack_bytes: int,
     except BaseException:
         os.close(params_fd)
         raise
-    return Launcher(runner, params_fd, layout)
+    launcher = Launcher(runner, params_fd, layout)
+    launcher.as_nobody = become_nobody
+    return launcher
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -217,8 +217,9 @@ AS_NOBODY: tuple[Entry, ...] = tuple(
     _native(name, "the launcher switched to uid/gid 65534 with no groups, so the kernel's own "
             "answer is the fixed identity (no round trip to the supervisor)")
     for name in ("getuid", "geteuid", "getgid", "getegid", "getgroups"))
-"""Put ahead of :data:`TABLE` when launchers run as uid/gid 65534 (the worker is root
-with ``CAP_SYS_RESOURCE``); otherwise these calls are emulated with the same answers."""
+"""Put ahead of :data:`TABLE` for launchers that run as uid/gid 65534 (in the zygote's
+user namespace, or with ``CAP_SYS_RESOURCE``); otherwise these calls are emulated with
+the same answers."""
 
 
 def table_for(as_nobody: bool) -> tuple[Entry, ...]:

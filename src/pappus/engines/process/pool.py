@@ -52,6 +52,8 @@ class Runner:
     pid: int
     pidfd: int
     channel: socket.socket
+    cloned: bool = False
+    """Cloned by a :class:`Zygote` (not started with ``posix_spawn``)."""
 
     def kill(self) -> None:
         """SIGKILL the process (it may already be gone)."""
@@ -106,7 +108,9 @@ class Zygote:
     ``passed_fd`` is where each runner expects the descriptor given to
     :meth:`start_runner` (the linux launcher's parameters: 0). ``descriptors``
     (child number → ours) are passed to the zygote and to every runner
-    started with ``posix_spawn`` instead (the process runner's filter). Thread-safe.
+    started with ``posix_spawn`` instead (the process runner's filter).
+    ``on_start`` is called with each new zygote before anything is asked of it
+    (an :class:`OSError` from it counts as a zygote that cannot start). Thread-safe.
 
     Without a descriptor to pass, runners can also be asked for ahead of time
     (:meth:`request`): the zygote clones them on its own while the worker goes
@@ -116,10 +120,12 @@ class Zygote:
     """
 
     def __init__(self, path: str, *, passed_fd: int | None = None,
-                 descriptors: Mapping[int, int] | None = None) -> None:
+                 descriptors: Mapping[int, int] | None = None,
+                 on_start: Callable[[Runner], None] | None = None) -> None:
         self._path = path
         self._passed_fd = passed_fd
         self._descriptors = dict(descriptors or {})
+        self._on_start = on_start
         self._lock = threading.Lock()
         self._zygote: Runner | None = None
         self._requests: int | None = None
@@ -166,6 +172,16 @@ class Zygote:
         if self._passed_fd is not None and descriptor is not None:
             return start_runner(self._path, {**self._descriptors, self._passed_fd: descriptor})
         return start_runner(self._path, self._descriptors)
+
+    def ensure_started(self) -> bool:
+        """Start the zygote now if none runs and one may; whether one runs afterwards."""
+        with self._lock:
+            if self._zygote is None and self._usable():
+                try:
+                    self._start_zygote()
+                except OSError as exc:
+                    log.warning("cannot start a runner zygote (%s); spawning runners", exc)
+            return self._zygote is not None
 
     def _ask_and_receive(self, zygote: Runner, descriptor: int | None) -> Runner | None:
         """One runner from ``zygote``: one already asked for, or one asked for now."""
@@ -248,6 +264,12 @@ class Zygote:
             finally:
                 os.close(theirs)
             self._requests = ours
+        if self._on_start is not None:
+            try:
+                self._on_start(zygote)  # before any request (the linux zygote's handshake)
+            except BaseException:
+                zygote.discard()
+                raise
         # Never block on the zygote: waits for it are polls with a timeout, so a stopped
         # zygote cannot hang us (see _receive_runner).
         zygote.channel.setblocking(False)
@@ -322,7 +344,7 @@ def _receive_runner(zygote: Runner, wait_s: float) -> Runner | None:
     except OSError:
         channel.close()
         raise
-    return Runner(pid, pidfd, channel)
+    return Runner(pid, pidfd, channel, cloned=True)
 
 
 T = TypeVar("T")
