@@ -63,7 +63,9 @@ def test_a_parked_launcher_is_confined_before_any_invocation(sandbox: Sandbox,
         # its limits (clones in the zygote's user namespace, which the worker owns; or root
         # with CAP_SYS_RESOURCE), else the worker's own.
         nobody = launcher.as_nobody
-        assert nobody == (sandbox.engine.zygote_maps_nobody or can_become_nobody())
+        expected = (sandbox.engine.clones_run_as_nobody if launcher.runner.cloned
+                    else can_become_nobody())
+        assert nobody == expected
         assert status["Uid"].split() == [str(65534 if nobody else os.getuid())] * 4
         assert status["Gid"].split() == [str(65534 if nobody else os.getgid())] * 4
         if nobody:
@@ -88,7 +90,7 @@ def test_as_root_launchers_run_as_nobody_in_the_zygotes_user_namespace(
     assert zygote is not None
     if Path(f"/proc/{zygote}/ns/user").resolve() == Path("/proc/self/ns/user").resolve():
         pytest.skip("this kernel or container refuses the zygote a user namespace")
-    assert sandbox.engine.zygote_maps_nobody
+    assert sandbox.engine.zygote_maps_nobody and sandbox.engine.clones_run_as_nobody
     assert Path(f"/proc/{zygote}/uid_map").read_text().split() == ["65534", "65534", "1"]
     for launcher in _parked(sandbox.engine):
         assert launcher.as_nobody and launcher.runner.cloned
@@ -153,9 +155,15 @@ def test_recycled_input_memfds_show_only_the_new_content(sandbox: Sandbox,
     reused = sandbox.engine.memfds.reused
     first = b"A" * (100 << 10)
     second = b"B" * (40 << 10)
+    recycler = sandbox.engine.memfds
+
+    def released() -> None:  # the previous run's clean-up (on the pool thread) gave it back
+        eventually(lambda: recycler.kept > 0, describe=lambda: recycler)
+
     for data in (first, second, first):
         run = sandbox.run(busybox, ["sha256sum", "/in/data"], {"data": data})
         assert run.stdout == f"{hashlib.sha256(data).hexdigest()}  /in/data\n".encode()
+        released()
     # Past the end of a smaller input there is nothing, not the bigger one's bytes.
     run = sandbox.run(busybox, ["dd", "if=/in/data", "bs=1024", "skip=39", "status=none"],
                       {"data": second})
@@ -201,11 +209,15 @@ def _argv_and_parent(pid: int) -> tuple[list[bytes], int]:
 def test_launchers_are_clones_of_the_zygote_and_children_of_the_worker(
         sandbox: Sandbox, busybox: bytes) -> None:
     sandbox.run(busybox, ["true"])
+    parked = _parked(sandbox.engine)  # the pool is full: the zygote is not cloning now
     zygote = sandbox.engine.zygote_pid
     assert zygote is not None
     assert _argv_and_parent(zygote) == ([b"pappus-runner", b"zygote"], os.getpid())
-    assert sorted(os.listdir(f"/proc/{zygote}/fd")) == ["3"]  # its socket, nothing else
-    for launcher in _parked(sandbox.engine):
+    # Its socket, nothing else (once it has closed its copies of the last clone's descriptors,
+    # which it does just after sending them).
+    eventually(lambda: sorted(os.listdir(f"/proc/{zygote}/fd")) == ["3"],
+               describe=lambda: os.listdir(f"/proc/{zygote}/fd"))
+    for launcher in parked:
         assert _argv_and_parent(launcher.pid) == ([b"pappus-runner", b"launch"], os.getpid())
 
 

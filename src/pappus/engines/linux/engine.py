@@ -106,8 +106,9 @@ class LinuxEngine(Engine):
         self._become_nobody = can_become_nobody()
         self._filters = {nobody: program_bytes(compile_table(table_for(nobody)))
                          for nobody in (False, True)}
-        self._zygote_nobody = False
-        """Whether the current zygote's clones can become uid/gid 65534 (its handshake)."""
+        self._clones_nobody = False
+        self._zygote_maps_nobody = False
+        """Whether the current zygote's clones become uid/gid 65534 (set by its handshake)."""
         # Refilled while the invoking thread waits for the program's exec (refill_soon
         # below), not when it takes a launcher and still has Python to run.
         self.pool: RunnerPool[Launcher] = RunnerPool(
@@ -139,9 +140,14 @@ class LinuxEngine(Engine):
         return self._zygote.pid if self._zygote is not None else None
 
     @property
+    def clones_run_as_nobody(self) -> bool:
+        """Whether the zygote's clones switch to uid/gid 65534 (see :meth:`_start_launcher`)."""
+        return self._clones_nobody
+
+    @property
     def zygote_maps_nobody(self) -> bool:
-        """Whether the zygote's clones run as uid/gid 65534 in its user namespace."""
-        return self._zygote_nobody
+        """Whether the zygote has a user namespace with uid/gid 65534 mapped into it."""
+        return self._zygote_maps_nobody
 
     def _start_launcher(self) -> Launcher:
         """A new launcher: a clone of the zygote, or (none can serve) spawned.
@@ -155,12 +161,12 @@ class LinuxEngine(Engine):
         if self._zygote is None:
             self._zygote = Zygote(path, passed_fd=PARAMS_FD, on_start=self._zygote_handshake)
         if self._zygote.ensure_started():
-            nobody = self._zygote_nobody or self._become_nobody
+            nobody = self._clones_nobody
             launcher = start_launcher(path, self._filters[nobody], STACK_BYTES, nobody,
                                       self._zygote)
-            if launcher.runner.cloned and nobody == (self._zygote_nobody or self._become_nobody):
+            if launcher.runner.cloned and nobody == self._clones_nobody:
                 return launcher
-            launcher.discard()  # the zygote failed meanwhile: spawned with the wrong identity
+            launcher.discard()  # the zygote was replaced meanwhile: maybe the wrong identity
         return start_launcher(path, self._filters[self._become_nobody], STACK_BYTES,
                               self._become_nobody)
 
@@ -174,7 +180,10 @@ class LinuxEngine(Engine):
         if answer not in (b"u", b"n"):
             raise ConnectionError("the linux engine's zygote did not say whether it has a "
                                   "user namespace")
-        self._zygote_nobody = answer == b"u" and _map_nobody(zygote.pid)
+        # In an unmapped namespace no switch is possible; without one, the host's rule.
+        self._zygote_maps_nobody = answer == b"u" and _map_nobody(zygote.pid)
+        self._clones_nobody = self._zygote_maps_nobody if answer == b"u" else (
+            self._become_nobody)
 
     def prepare(self, spec: FunctionSpec, cache_dir: Path | None) -> LinuxArtifact:
         """Check ``spec.binary`` (see :mod:`.elf`) and make sure the launcher exists."""
