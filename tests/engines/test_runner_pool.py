@@ -7,6 +7,7 @@ runners and launchers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -77,6 +78,34 @@ def test_clean_ups_run_on_the_pool_thread_soon_and_on_close() -> None:
     ran_inline: list[bool] = []
     pool.clean_up_later(lambda: ran_inline.append(True))  # closed: runs at once
     assert ran_inline == [True]
+
+
+def _has_length(items: list[int], length: int) -> bool:
+    return len(items) == length
+
+
+def test_clean_ups_run_soon_whether_the_thread_lingers_or_sleeps() -> None:
+    """While clean-ups keep coming the thread waits with a timeout and is not woken for each;
+    after ``linger_s`` without any it sleeps until woken. Either way one runs within about
+    ``cleanup_delay_s``, not only when something else wakes the thread."""
+    starter = Starter()
+    pool = RunnerPool(starter.start, 1, starter.discarded.append, refill_on_take=False,
+                      cleanup_delay_s=0.01)
+    pool.linger_s = 0.1
+    ran: list[int] = []
+    try:
+        pool.take()
+        eventually(lambda: len(pool.waiting()) == 1)
+        for number in range(3):  # back to back: the thread lingers between them
+            pool.clean_up_later(functools.partial(ran.append, number))
+            eventually(functools.partial(_has_length, ran, number + 1), timeout_s=1.0)
+        time.sleep(0.3)  # past linger_s: the thread sleeps with no timeout now
+        pool.clean_up_later(lambda: ran.append(3))
+        eventually(lambda: len(ran) == 4, timeout_s=1.0,
+                   describe=lambda: "a clean-up for a sleeping thread never ran")
+        assert ran == [0, 1, 2, 3]
+    finally:
+        pool.close()
 
 
 def test_a_failing_start_stops_refilling_and_take_reports_it() -> None:

@@ -361,6 +361,9 @@ class RunnerPool(Generic[T]):
     ``refill_on_take=False`` and calls :meth:`refill_soon` then. Clean-ups
     nobody wakes the thread for run within ``cleanup_delay_s``; past
     ``max_backlog`` waiting ones, :meth:`clean_up_later` runs the call itself.
+    For ``linger_s`` after a clean-up was handed over, the thread sleeps with
+    that timeout instead of being woken for the next one, so a steady stream
+    of invocations hands clean-ups over without waking it each time.
 
     ``get_ready`` (optional) does more for the next one to be taken, on the
     thread, when it is woken to refill; it is out of the pool meanwhile, and
@@ -388,6 +391,9 @@ class RunnerPool(Generic[T]):
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._wake = False
+        self._untimed = False
+        self._cleanups_since = self._last_cleanup = -math.inf
+        self.linger_s = 1.0
         self._refilling = True
         self._closed = False
         self.started = 0
@@ -435,7 +441,10 @@ class RunnerPool(Generic[T]):
                 self._ensure_thread()
                 self._cleanups.append(call)
                 if len(self._cleanups) == 1:
-                    self._condition.notify()  # a thread waiting with no timeout: start the delay
+                    self._cleanups_since = time.monotonic()
+                    self._last_cleanup = self._cleanups_since
+                    if self._untimed:
+                        self._condition.notify()  # asleep with no timeout: start the delay
         if not queued:
             _run_logged(call)
 
@@ -453,9 +462,16 @@ class RunnerPool(Generic[T]):
         while True:
             with self._condition:
                 while not (self._closed or self._wake):
-                    timeout = self.cleanup_delay_s if self._cleanups else None
-                    if not self._condition.wait(timeout) and self._cleanups:
+                    now = time.monotonic()
+                    if self._cleanups and now - self._cleanups_since >= self.cleanup_delay_s:
                         break  # clean-ups waited long enough
+                    # While clean-ups keep coming, wait with a timeout rather than be woken
+                    # for each (a wake-up is a GIL hand-over on an invocation's path).
+                    lingering = now - self._last_cleanup < self.linger_s
+                    timeout = self.cleanup_delay_s if (self._cleanups or lingering) else None
+                    self._untimed = timeout is None
+                    self._condition.wait(timeout)
+                    self._untimed = False
                 self._wake = False
                 cleanups, self._cleanups = self._cleanups, []
                 closed = self._closed
