@@ -13,11 +13,13 @@ import hashlib
 import os
 import select
 import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from pappus.engines.linux import engine as engine_module
 from pappus.engines.linux.engine import LinuxEngine
 from pappus.engines.linux.launcher import (
     MAX_ARGUMENT_BYTES,
@@ -26,6 +28,7 @@ from pappus.engines.linux.launcher import (
     can_become_nobody,
 )
 from pappus.engines.linux.memfd import MemfdRecycler
+from pappus.engines.process.pool import Runner
 from pappus.errors import EngineUnavailable, InvocationTimeout, TooLarge
 from tests.conftest import eventually
 from tests.engines.linux.support import Sandbox, build_c, busybox_binary
@@ -265,3 +268,50 @@ def test_a_launcher_bound_ahead_runs_only_the_function_it_was_bound_for(
     assert engine.bound_ahead == hits + 1
     assert sandbox.run(busybox, ["echo", "third"]).stdout == b"third\n"
     assert sandbox.run(first, ["first"]).stdout == b"first\n"
+
+
+@pytest.mark.parametrize(("answer", "maps"), [(b"n", False), (b"u", False), (b"u", True)])
+def test_the_zygote_handshake_decides_the_clones_identity(
+        launcher_dir: Path, monkeypatch: pytest.MonkeyPatch, answer: bytes, maps: bool) -> None:
+    """'n' (no user namespace): the host's rule; 'u': 65534 exactly when the map could be
+    written (an unmapped namespace allows no switch, whatever the worker's capabilities)."""
+    engine = LinuxEngine(launcher_dir, warm_launchers=1)
+    mapped: list[int] = []
+
+    def map_nobody(pid: int) -> bool:
+        mapped.append(pid)
+        return maps
+
+    monkeypatch.setattr(engine_module, "_map_nobody", map_nobody)
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.send(answer)
+        engine._zygote_handshake(Runner(4242, -1, ours))
+        assert engine.zygote_maps_nobody is (answer == b"u" and maps)
+        expected = maps if answer == b"u" else can_become_nobody()
+        assert engine.clones_run_as_nobody is expected
+        assert mapped == ([4242] if answer == b"u" else [])
+    finally:
+        ours.close()
+        theirs.close()
+        engine.close()
+
+
+def test_a_zygote_that_says_nothing_sensible_is_not_used(launcher_dir: Path) -> None:
+    engine = LinuxEngine(launcher_dir, warm_launchers=1)
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.send(b"?")
+        with pytest.raises(ConnectionError, match="user namespace"):
+            engine._zygote_handshake(Runner(4242, -1, ours))
+        theirs.close()  # and one that closes its socket without a word
+        with pytest.raises(ConnectionError):
+            engine._zygote_handshake(Runner(4242, -1, ours))
+    finally:
+        ours.close()
+        engine.close()
+
+
+def test_mapping_into_a_namespace_we_do_not_own_fails_honestly() -> None:
+    """The worker's own namespace (the initial one here) cannot be mapped again."""
+    assert engine_module._map_nobody(os.getpid()) is False
