@@ -202,11 +202,14 @@ class Launcher:
             fd = self._copy_listener()
             if fd is None:
                 return False
+            if not select.select([fd], [], [], 0)[0]:
+                # Between seccomp() and execveat(): not kept, as a receive on it could
+                # then wait forever should the launcher die before it parks.
+                os.close(fd)
+                return False
             self.listener = Listener(fd)
             (self.base,) = struct.unpack("<Q", os.pread(self.params_fd, 8, BASE_OFFSET))
-        if not select.select([self.listener.fd], [], [], 0)[0]:
-            return False  # between seccomp() and execveat(): soon
-        self._receive_parked_call(self.listener)
+        self._receive_parked_call(self.listener)  # queued (ENOENT if it died since)
         return True
 
     def _receive_parked_call(self, listener: Listener) -> None:
