@@ -215,6 +215,13 @@ class ProcessMemory:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        # Most copies are a path or a small record: one page, with its two iovecs, made once.
+        self._page = ctypes.create_string_buffer(PAGE)
+        self._page_address = ctypes.addressof(self._page)
+        self._local = _IoVec(self._page_address, 0)
+        self._remote = _IoVec(0, 0)
+        self._local_ref = ctypes.byref(self._local)
+        self._remote_ref = ctypes.byref(self._remote)
 
     def read(self, address: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``address`` (:class:`MemoryFault` if any is unmapped)."""
@@ -222,6 +229,13 @@ class ProcessMemory:
             return b""
         if address < 0 or address + length > 1 << 47:
             raise MemoryFault(f"{address:#x}+{length}")
+        if length <= PAGE:
+            self._local.length = self._remote.length = length
+            self._remote.base = address
+            done = _process_vm_readv(self.pid, self._local_ref, 1, self._remote_ref, 1, 0)
+            if done != length:
+                raise MemoryFault(f"{address:#x}+{length}")
+            return ctypes.string_at(self._page_address, length)
         target = ctypes.create_string_buffer(length)
         local = _IoVec(ctypes.cast(target, ctypes.c_void_p), length)
         remote = _IoVec(address, length)
@@ -260,10 +274,18 @@ class ProcessMemory:
             return
         if address < 0 or address + len(data) > 1 << 47:
             raise MemoryFault(f"{address:#x}+{len(data)}")
-        source = ctypes.create_string_buffer(data, len(data))
-        local = _IoVec(ctypes.cast(source, ctypes.c_void_p), len(data))
-        remote = _IoVec(address, len(data))
-        written = _process_vm_writev(self.pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-        if written != len(data):
-            raise MemoryFault(f"{address:#x}+{len(data)}")
+        length = len(data)
+        if length <= PAGE:
+            ctypes.memmove(self._page_address, bytes(data), length)  # (bytes(bytes) is free)
+            self._local.length = self._remote.length = length
+            self._remote.base = address
+            written = _process_vm_writev(self.pid, self._local_ref, 1, self._remote_ref, 1, 0)
+        else:
+            source = ctypes.create_string_buffer(data, length)
+            local = _IoVec(ctypes.cast(source, ctypes.c_void_p), length)
+            remote = _IoVec(address, length)
+            written = _process_vm_writev(self.pid, ctypes.byref(local), 1, ctypes.byref(remote),
+                                         1, 0)
+        if written != length:
+            raise MemoryFault(f"{address:#x}+{length}")
 
