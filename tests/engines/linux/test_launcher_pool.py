@@ -29,7 +29,7 @@ from pappus.engines.linux.launcher import (
 )
 from pappus.engines.linux.memfd import MemfdRecycler
 from pappus.engines.process.pool import Runner
-from pappus.errors import EngineUnavailable, InvocationTimeout, TooLarge
+from pappus.errors import EngineUnavailable, InvocationTimeout, SandboxCrash, TooLarge
 from tests.conftest import eventually
 from tests.engines.linux.support import Sandbox, build_c, busybox_binary
 
@@ -137,6 +137,24 @@ def test_a_launcher_killed_before_its_exec_is_told_from_a_program_that_ran(
     # A program that ran and was killed is not mistaken for one: the engine reports it.
     with pytest.raises(InvocationTimeout):
         sandbox.run(busybox, ["sh", "-c", "while :; do :; done"], timeout_s=0.3)
+
+
+def test_a_program_that_takes_the_launchers_name_is_still_judged_as_a_program(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """A program may rename itself (prctl(PR_SET_NAME) runs natively), even to the launcher's
+    name; that must not make its crash look like a launcher lost before the exec (which would
+    rerun it and report engine_unavailable)."""
+    name = os.path.basename(sandbox.engine._launcher_path())[:15]
+    source = ("#include <sys/prctl.h>\n"
+              "int main(void) {\n"
+              f'    prctl(PR_SET_NAME, "{name}");\n'
+              "    *(volatile int *)0 = 1;\n"
+              "    return 0;\n"
+              "}\n")
+    impostor = build_c(source, tmp_path / "impostor", "musl-gcc")
+    with pytest.raises(SandboxCrash) as caught:
+        sandbox.run(impostor, ["impostor"])
+    assert caught.value.detail.get("signal") == "SIGSEGV", caught.value.detail
 
 
 def test_a_launcher_that_cannot_set_up_is_engine_unavailable(launcher_dir: Path,

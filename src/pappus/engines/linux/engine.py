@@ -31,6 +31,7 @@ import functools
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -281,9 +282,14 @@ class LinuxEngine(Engine):
             if supervisor.exit_status is not None:  # exit_group: the kernel is ending it
                 status, step, error = supervisor.exit_status << 8, 0, 0
             else:  # it has ended some other way, or is being killed
-                started_program = (supervisor.program_started and not
-                                   launcher.never_ran_a_program(self._launcher_path()))
+                # Lost before its exec ran: it still has the launcher's name, made no call
+                # after the exec was let run, and a SIGKILL came from outside. A program can
+                # take that name itself (PR_SET_NAME), but not the other two.
+                maybe_lost = (supervisor.calls <= 1
+                              and launcher.never_ran_a_program(self._launcher_path()))
                 _, status = os.waitpid(launcher.pid, 0)
+                killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+                started_program = supervisor.program_started and not (maybe_lost and killed)
                 step, error = launcher.failure()
                 if not (started_program or step or supervisor.verdict.timed_out):
                     raise _LauncherLost

@@ -253,7 +253,10 @@ class Launcher:
         Its name (``comm``) changes with the exec, so one still named after the
         launcher was killed before its program started, however close to it
         (a reply that lets the exec run can still find a launcher that a
-        ``SIGKILL`` has not yet woken). Call it before the process is reaped.
+        ``SIGKILL`` has not yet woken). A program can take that name itself
+        (``PR_SET_NAME``), so the name alone proves nothing: the engine also
+        requires that no call came after the exec and that a ``SIGKILL`` ended it.
+        Call it before the process is reaped.
         """
         with contextlib.suppress(ChildProcessError):
             os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOWAIT)
