@@ -99,7 +99,8 @@ def test_clean_ups_run_soon_whether_the_thread_lingers_or_sleeps() -> None:
         for number in range(3):  # back to back: the thread lingers between them
             pool.clean_up_later(functools.partial(ran.append, number))
             eventually(functools.partial(_has_length, ran, number + 1), timeout_s=1.0)
-        time.sleep(0.3)  # past linger_s: the thread sleeps with no timeout now
+        # past linger_s with nothing handed over: the thread sleeps with no timeout now
+        eventually(lambda: pool._untimed, describe=lambda: "the thread never slept untimed")
         pool.clean_up_later(lambda: ran.append(3))
         eventually(lambda: len(ran) == 4, timeout_s=1.0,
                    describe=lambda: "a clean-up for a sleeping thread never ran")
