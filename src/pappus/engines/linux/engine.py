@@ -16,7 +16,8 @@
   limits, and the supervisor (:mod:`.supervisor`) answers the parked call by
   installing this function's executable (unless the launcher holds it
   already) and letting the exec run, then answers the program's notified
-  calls in this thread until it ends.
+  calls in this thread until it ends — those that need no file system in C,
+  without the GIL (:mod:`.fastpath`).
 * **Limits**: ``RLIMIT_AS`` = the memory bound (mmap is also checked by the
   supervisor so running out is seen: ``out_of_memory``); the deadline kills
   the process from outside (``timeout``), ``RLIMIT_CPU`` is a second bound;
@@ -46,6 +47,7 @@ from pappus.engines.base import (
     InvocationResult,
     Limits,
 )
+from pappus.engines.linux import fastpath
 from pappus.engines.linux.elf import StaticExecutable, check_static_executable
 from pappus.engines.linux.launcher import (
     LAUNCH_STEPS,
@@ -99,14 +101,19 @@ class LinuxEngine(Engine):
     name = "linux"
 
     def __init__(
-        self, cache_dir: Path | None = None, *, warm_launchers: int = DEFAULT_WARM_LAUNCHERS
+        self, cache_dir: Path | None = None, *, warm_launchers: int = DEFAULT_WARM_LAUNCHERS,
+        fast_path: bool = True,
     ) -> None:
+        """``fast_path=False`` has Python answer every call (see :mod:`.fastpath`): slower,
+        for comparing the two."""
         self._cache_dir = cache_dir or native_build.default_cache_dir()
+        self._use_fast_path = fast_path
         self._launcher: str | None = None
         self._zygote: Zygote | None = None
         self._become_nobody = can_become_nobody()
         self._filters = {nobody: program_bytes(compile_table(table_for(nobody)))
                          for nobody in (False, True)}
+        self._fast_paths: dict[bool, fastpath.FastPath] = {}
         self._clones_nobody = False
         self._zygote_maps_nobody = False
         """Whether the current zygote's clones become uid/gid 65534 (set by its handshake)."""
@@ -134,6 +141,16 @@ class LinuxEngine(Engine):
                 )
             )
         return self._launcher
+
+    def _fast_path(self, as_nobody: bool) -> fastpath.FastPath | None:
+        """The supervisor's fast path for the policy of a launcher (built once)."""
+        if not self._use_fast_path:
+            return None
+        fast = self._fast_paths.get(as_nobody)
+        if fast is None:
+            fast = fastpath.load(self._cache_dir, table_for(as_nobody))
+            self._fast_paths[as_nobody] = fast
+        return fast
 
     @property
     def zygote_pid(self) -> int | None:
@@ -190,6 +207,7 @@ class LinuxEngine(Engine):
         """Check ``spec.binary`` (see :mod:`.elf`) and make sure the launcher exists."""
         executable = check_static_executable(spec.binary)
         self._launcher_path()
+        self._fast_path(self._become_nobody)  # built now, so a missing compiler shows here
         self._counters.count_prepared()
         return LinuxArtifact(spec, executable, sealed_memfd(spec.binary, "pappus-executable"))
 
@@ -276,7 +294,8 @@ class LinuxEngine(Engine):
                                     memfds=self.memfds,
                                     executable_installed=launcher.bound_to is artifact,
                                     proc_files=launcher.take_proc_files(),
-                                    on_exec=functools.partial(self._exec_started, artifact))
+                                    on_exec=functools.partial(self._exec_started, artifact),
+                                    fast_path=self._fast_path(launcher.as_nobody))
             started = time.perf_counter()
             supervisor.run(limits.deadline, first=parked_call)
             if supervisor.exit_status is not None:  # exit_group: the kernel is ending it

@@ -1,8 +1,12 @@
 """The supervisor: answers a sandboxed program's notified system calls until it ends.
 
-One supervisor serves one invocation, in the invoking thread. It receives
-each call the filter sent to user space (:mod:`.notify`), looks up the
-policy table's entry (:func:`~pappus.engines.linux.policy.entry_for`) and
+One supervisor serves one invocation, in the invoking thread. With a
+:class:`~.fastpath.FastPath`, a loop in C waits for the calls and answers
+those that need no file system (fixed answers, memory checks that clearly
+pass, ``exit_group``); every other call comes here. It receives each call
+the filter sent to user space (:mod:`.notify`), looks up the policy table's
+entry (:func:`~pappus.engines.linux.policy.entry_for`; the handlers are in
+:mod:`.dispatch`) and
 
 * ``emulate``: answers it from :class:`~pappus.engines.linux.files.LinuxFiles`
   or the fixed identity below, copying arguments out of the program first,
@@ -38,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_codes
-import functools
 import logging
 import math
 import os
@@ -50,7 +53,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pappus.engines.linux import policy
+from pappus.engines.linux import fastpath
+from pappus.engines.linux.dispatch import handlers
+from pappus.engines.linux.fastpath import IDENTITY_PID, IDENTITY_UID, FastPath
 from pappus.engines.linux.files import VIRTUAL_LIMIT, LinuxError, LinuxFiles, linux_errno
 from pappus.engines.linux.launcher import EXECUTABLE_FD
 from pappus.engines.linux.memfd import MemfdRecycler
@@ -72,7 +77,6 @@ RLIM_NLIMITS = 16
 MAP_ANONYMOUS = 0x20
 PAGE = 4096
 MAX_SIGNAL = 64
-IDENTITY_PID, IDENTITY_UID = 1, 65534
 UTSNAME = (b"Linux", b"pappus", b"6.1.0-pappus", b"#1 SMP pappus", b"x86_64", b"(none)")
 
 
@@ -138,6 +142,7 @@ class Supervisor:
         executable_installed: bool = False,
         proc_files: tuple[int, int] | None = None,
         on_exec: Callable[[], None] = lambda: None,
+        fast_path: FastPath | None = None,
     ) -> None:
         self.pid = pid
         self.pidfd = pidfd
@@ -160,7 +165,12 @@ class Supervisor:
         self._deadline = math.inf
         self._interrupted: tuple[int, tuple[int, ...], int] | None = None
         self._heap_base: int | None = None
-        self.files = LinuxFiles(fs, ProcessMemory(pid), self._install_descriptor, memfds)
+        self.files: LinuxFiles = LinuxFiles(fs, ProcessMemory(pid), self._install_descriptor,
+                                            memfds)
+        self._fast = fast_path
+        self._fast_state = (None if fast_path is None else
+                            fast_path.state(listener.fd, listener.sync_wake_up,
+                                            limits.address_space))
 
     # -- resources --------------------------------------------------------------------------
 
@@ -189,6 +199,9 @@ class Supervisor:
         self._deadline = deadline
         if first is not None and not self._answer(first):
             return
+        if self._fast is not None and self._fast_state is not None:
+            self._run_fast(self._fast, self._fast_state, deadline)
+            return
         poller = select.poll()
         poller.register(self.listener.fd, select.POLLIN)
         while True:
@@ -208,6 +221,34 @@ class Supervisor:
             elif mask & (select.POLLHUP | select.POLLERR):
                 return  # every task of the filter is gone
 
+    def _run_fast(self, fast: FastPath, state: fastpath.ServeState, deadline: float) -> None:
+        """:meth:`run`'s loop in C (:mod:`.fastpath`): it answers what needs no file system
+        and hands every other call to :meth:`_answer`."""
+        state.deadline_ns = int(min(deadline, 1e9) * 1e9)  # (a monotonic clock: decades)
+        while True:
+            # What Python may have learnt or opened since the last round, and back.
+            state.statm = -1 if self._statm is None else self._statm
+            state.stat = -1 if self._stat is None else self._stat
+            state.heap_start = self._heap_base or 0
+            state.python_only = self._interrupted is not None  # getpid/gettid must reset it
+            outcome = fast.serve(state)
+            self.calls += state.calls
+            state.calls = 0
+            self._heap_base = state.heap_start or None
+            if outcome == fastpath.SERVE_CALL:
+                if not self._answer(state.received()):
+                    return
+            elif outcome == fastpath.SERVE_EXITED:
+                self.exit_status = state.exit_status
+                return
+            elif outcome == fastpath.SERVE_DEADLINE:
+                self.verdict.timed_out = True
+                self.kill()
+                return
+            elif outcome == fastpath.SERVE_GONE:
+                return
+            # SERVE_INTERRUPTED: a signal for this thread; Python's handlers run, then on
+
     def kill(self) -> None:
         """SIGKILL the process (it may already be gone)."""
         with contextlib.suppress(ProcessLookupError):
@@ -219,7 +260,7 @@ class Supervisor:
         self._current = call
         if call.arch != AUDIT_ARCH_X86_64 or call.nr & X32_SYSCALL_BIT:
             return self._forbid(call)
-        handler = _handlers().get(call.nr)
+        handler = handlers().get(call.nr)
         if handler is None:
             return self._forbid(call)
         if self._interrupted is not None and call.nr in _NEW_SIGNAL_CALL:
@@ -497,106 +538,3 @@ def _identity(call: Notification) -> tuple[int, tuple[int, ...], int]:
 
 def _page_up(address: int) -> int:
     return (address + PAGE - 1) // PAGE * PAGE
-
-
-AT_FDCWD = (1 << 64) - 100  # as the kernel passes it: an int register, sign-extended
-Handler = Callable[[Supervisor, tuple[int, ...]], int]
-
-_EMULATED: dict[str, Handler] = {
-    "read": lambda s, a: s.files.read(a[0], a[1], a[2]),
-    "pread64": lambda s, a: s.files.read(a[0], a[1], a[2], _nonnegative(a[3])),
-    "readv": lambda s, a: s.files.readv(a[0], a[1], a[2]),
-    "write": lambda s, a: s.files.write(a[0], a[1], a[2]),
-    "pwrite64": lambda s, a: s.files.write(a[0], a[1], a[2], _nonnegative(a[3])),
-    "writev": lambda s, a: s.files.writev(a[0], a[1], a[2]),
-    "sendfile": lambda s, a: s.files.sendfile(a[0], a[1], a[2], a[3]),
-    "open": lambda s, a: s.files.openat(AT_FDCWD, a[0], a[1], a[2]),
-    "openat": lambda s, a: s.files.openat(a[0], a[1], a[2], a[3]),
-    "close": lambda s, a: s._close(a[0]),
-    "lseek": lambda s, a: s.files.lseek(a[0], a[1], a[2]),
-    "fstat": lambda s, a: s.files.fstat(a[0], a[1]),
-    "stat": lambda s, a: s.files.newfstatat(AT_FDCWD, a[0], a[1], 0),
-    "lstat": lambda s, a: s.files.newfstatat(AT_FDCWD, a[0], a[1], 0),
-    "newfstatat": lambda s, a: s.files.newfstatat(a[0], a[1], a[2], a[3]),
-    "statx": lambda s, a: s.files.statx(a[0], a[1], a[2], a[4]),
-    "getdents64": lambda s, a: s.files.getdents64(a[0], a[1], a[2]),
-    "fcntl": lambda s, a: s.files.fcntl(a[0], a[1], a[2]),
-    "dup": lambda s, a: s.files.dup(a[0]),
-    "dup2": lambda s, a: s.files.dup(a[0], exact=a[1]),
-    "dup3": lambda s, a: s.files.dup3(a[0], a[1], a[2]),
-    "mkdir": lambda s, a: s.files.mkdirat(AT_FDCWD, a[0]),
-    "mkdirat": lambda s, a: s.files.mkdirat(a[0], a[1]),
-    "rmdir": lambda s, a: s.files.unlinkat(AT_FDCWD, a[0], 0x200),
-    "unlink": lambda s, a: s.files.unlinkat(AT_FDCWD, a[0], 0),
-    "unlinkat": lambda s, a: s.files.unlinkat(a[0], a[1], a[2]),
-    "rename": lambda s, a: s.files.renameat(AT_FDCWD, a[0], AT_FDCWD, a[1]),
-    "renameat": lambda s, a: s.files.renameat(a[0], a[1], a[2], a[3]),
-    "renameat2": lambda s, a: s.files.renameat(a[0], a[1], a[2], a[3], a[4]),
-    "access": lambda s, a: s.files.faccessat(AT_FDCWD, a[0], a[1]),
-    "faccessat": lambda s, a: s.files.faccessat(a[0], a[1], a[2]),
-    "faccessat2": lambda s, a: s.files.faccessat(a[0], a[1], a[2]),
-    "getcwd": lambda s, a: s.files.getcwd(a[0], a[1]),
-    "chdir": lambda s, a: s.files.chdir(a[0]),
-    "fchdir": lambda s, a: s.files.fchdir(a[0]),
-    "ftruncate": lambda s, a: s.files.ftruncate(a[0], a[1]),
-    "fsync": lambda s, a: s.files.fsync(a[0]),
-    "fdatasync": lambda s, a: s.files.fsync(a[0]),
-    "readlink": lambda s, a: s.files.readlinkat(AT_FDCWD, a[0]),
-    "readlinkat": lambda s, a: s.files.readlinkat(a[0], a[1]),
-    "umask": lambda s, a: s._umask(a[0]),
-    "ioctl": lambda s, a: s.files.ioctl(a[0]),
-    "getuid": lambda s, a: 65534,
-    "geteuid": lambda s, a: 65534,
-    "getgid": lambda s, a: 65534,
-    "getegid": lambda s, a: 65534,
-    "getpid": lambda s, a: IDENTITY_PID,
-    "gettid": lambda s, a: IDENTITY_PID,
-    "set_tid_address": lambda s, a: IDENTITY_PID,
-    "getppid": lambda s, a: 0,
-    "uname": lambda s, a: s._uname(a[0]),
-    "prlimit64": lambda s, a: s._prlimit(a[0], a[1], a[2], a[3]),
-    "exit_group": lambda s, a: s._exit_group(a[0]),
-    "sysinfo": lambda s, a: s._sysinfo(a[0]),
-    "mmap": lambda s, a: s._mmap(a[1], a[3]),
-    "execveat": lambda s, a: s._execveat(),
-    "brk": lambda s, a: s._brk(a[0]),
-    "kill": lambda s, a: s._kill(a[0], a[1]),
-    "tkill": lambda s, a: s._tkill(a[0], a[1]),
-    "tgkill": lambda s, a: s._tgkill(a[0], a[1], a[2]),
-    "poll": lambda s, a: s._poll(a[0], a[1], a[2]),
-    "ppoll": lambda s, a: s._ppoll(a[0], a[1], a[2], a[3], a[4]),
-    "sched_getaffinity": lambda s, a: s._sched_getaffinity(a[0], a[1], a[2]),
-    "getgroups": lambda s, a: s._getgroups(a[0]),
-    "sync": lambda s, a: 0,
-    "syncfs": lambda s, a: s.files.fsync(a[0]),
-    "statfs": lambda s, a: s.files.statfs(a[0], a[1]),
-    "fstatfs": lambda s, a: s.files.fstatfs(a[0], a[1]),
-    "fallocate": lambda s, a: s.files.fallocate(a[0], a[1], a[2], a[3]),
-    "utimensat": lambda s, a: s.files.utimensat(a[0], a[1], a[2], a[3]),
-    "futimesat": lambda s, a: s.files.futimesat(a[0], a[1], a[2]),
-    "utimes": lambda s, a: s.files.futimesat(AT_FDCWD, a[0], a[1]),
-    "utime": lambda s, a: s.files.utime(a[0], a[1]),
-    "mknod": lambda s, a: s.files.mknodat(AT_FDCWD, a[0], a[1]),
-    "mknodat": lambda s, a: s.files.mknodat(a[0], a[1], a[2]),
-}
-"""How each emulated call is answered, from its raw arguments."""
-
-
-@functools.cache
-def _handlers() -> dict[int, Handler]:
-    """Number → handler of every call the policy table emulates (computed once)."""
-    handlers: dict[int, Handler] = {}
-    for entry in policy.TABLE:
-        if entry.kind == "emulate" and entry.number not in handlers:
-            handler = _EMULATED.get(entry.name)
-            if handler is None:
-                raise RuntimeError(f"the policy emulates {entry.name} but the supervisor has "
-                                   "no handler for it")
-            handlers[entry.number] = handler
-    return handlers
-
-
-def _nonnegative(offset: int) -> int:
-    if offset >= 1 << 63:
-        raise LinuxError(errno_codes.EINVAL)
-    return offset

@@ -1,0 +1,154 @@
+"""The supervisor's fast path (``fastpath.c``): the same answers as Python, without Python.
+
+The C loop answers fixed-value calls, memory checks that clearly pass and
+``exit_group``; Python's handlers stay the reference. These tests check the
+tables against those handlers, run the same programs with the fast path and
+without it, and check that the fast path really answers without Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pappus.engines.linux import fastpath, policy, supervisor
+from pappus.engines.linux.dispatch import handlers
+from pappus.engines.linux.engine import LinuxEngine
+from pappus.engines.syscalls import syscall_number
+from pappus.errors import EngineUnavailable
+from tests.engines.linux.support import Sandbox, build_with_each_compiler
+
+PROGRAM = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    int tid_word = 0;
+    printf("pid %ld tid %ld ppid %ld\n", syscall(SYS_getpid), syscall(SYS_gettid),
+           syscall(SYS_getppid));
+    printf("uid %ld euid %ld gid %ld egid %ld\n", syscall(SYS_getuid), syscall(SYS_geteuid),
+           syscall(SYS_getgid), syscall(SYS_getegid));
+    printf("set_tid_address %ld\n", syscall(SYS_set_tid_address, &tid_word));
+    char *end = (char *)syscall(SYS_brk, 0);
+    char *grown = (char *)syscall(SYS_brk, end + (1 << 20));
+    printf("brk grew %d\n", grown == end + (1 << 20));
+    if (grown == end + (1 << 20)) memset(end, 1, 1 << 20);
+    void *mapped = mmap(NULL, 4 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    printf("mmap %s\n", mapped == MAP_FAILED ? "failed" : "ok");
+    if (mapped != MAP_FAILED) memset(mapped, 2, 4 << 20);
+    if (argc > 2) { /* past the bound: refused (and the run, if it then failed, out of memory) */
+        char *far = (char *)syscall(SYS_brk, end + (1L << 40));
+        printf("brk past the bound refused %d\n", far != end + (1L << 40));
+        void *huge = mmap(NULL, 1L << 40, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        printf("huge mmap %s\n", huge == MAP_FAILED ? "refused" : "ok");
+    }
+    fflush(stdout);
+    syscall(SYS_exit_group, argc > 1 ? atoi(argv[1]) : 0);
+    return 99;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return build_with_each_compiler(PROGRAM, tmp_path_factory.mktemp("fast-path"), "fast")
+
+
+@pytest.fixture(scope="module")
+def python_only(launcher_dir: Path) -> Iterator[Sandbox]:
+    engine = LinuxEngine(launcher_dir, warm_launchers=1, fast_path=False)
+    yield Sandbox(engine)
+    engine.close()
+
+
+@pytest.mark.parametrize("as_nobody", [False, True])
+def test_fixed_answers_are_the_python_handlers_answers(as_nobody: bool) -> None:
+    kinds, values = fastpath.actions(policy.table_for(as_nobody))
+    constants = [number for number, kind in enumerate(kinds) if kind == fastpath.CONSTANT]
+    assert constants, "no call is answered with a fixed value"
+    for number in constants:
+        handler = handlers()[number]
+        assert handler(None, (0,) * 6) == values[number]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("as_nobody", [False, True])
+def test_only_calls_the_policy_emulates_are_answered_in_c(as_nobody: bool) -> None:
+    table = policy.table_for(as_nobody)
+    kinds, _ = fastpath.actions(table)
+    emulated = {entry.number for entry in table if entry.kind == "emulate"}
+    answered_in_c = {number for number, kind in enumerate(kinds) if kind != fastpath.ASK_PYTHON}
+    assert answered_in_c <= emulated
+    assert {syscall_number("brk"), syscall_number("mmap"), syscall_number("exit_group"),
+            syscall_number("getpid")} <= answered_in_c
+    for name in ("read", "openat", "kill", "tgkill", "execveat", "prlimit64"):
+        assert kinds[syscall_number(name)] == fastpath.ASK_PYTHON, name
+    if as_nobody:  # the kernel answers these itself: never notified, never in the table
+        assert kinds[syscall_number("getuid")] == fastpath.ASK_PYTHON
+
+
+@pytest.mark.parametrize("compiler", ["musl-gcc", "gcc"])
+def test_the_same_program_gets_the_same_answers_with_and_without_the_fast_path(
+        sandbox: Sandbox, python_only: Sandbox, programs: dict[str, bytes], compiler: str) -> None:
+    common = [
+        "pid 1 tid 1 ppid 0",
+        "uid 65534 euid 65534 gid 65534 egid 65534",
+        "set_tid_address 1",
+        "brk grew 1",
+        "mmap ok",
+    ]
+    past_the_bound = [*common, "brk past the bound refused 1", "huge mmap refused"]
+    for argv, exit_code, lines in ((["fast", "7"], 7, common),
+                                   (["fast", "0", "limits"], 0, past_the_bound)):
+        fast = sandbox.run(programs[compiler], argv, memory_bytes=64 << 20)
+        slow = python_only.run(programs[compiler], argv, memory_bytes=64 << 20)
+        assert (fast.exit_code, fast.stdout) == (slow.exit_code, slow.stdout)
+        assert fast.exit_code == exit_code
+        assert fast.stdout.decode().splitlines() == lines
+
+
+def test_the_c_loop_answers_without_python(sandbox: Sandbox, programs: dict[str, bytes],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    answered_in_python: list[str] = []
+    answer = supervisor.Supervisor._answer
+
+    def counting(self: supervisor.Supervisor, call: supervisor.Notification) -> bool:
+        answered_in_python.append(supervisor.syscall_name(call.nr))
+        return answer(self, call)
+
+    monkeypatch.setattr(supervisor.Supervisor, "_answer", counting)
+    run = sandbox.run(programs["musl-gcc"], ["fast", "0", "limits"], memory_bytes=64 << 20)
+    assert run.exit_code == 0
+    # Python answered the launcher's exec, the output and what came near the bound, not
+    # the identity calls, the brk and mmap that fit or the exit.
+    for name in ("getpid", "gettid", "getppid", "set_tid_address", "exit_group"):
+        assert name not in answered_in_python, answered_in_python
+    assert answered_in_python.count("mmap") == 1, answered_in_python  # the huge one
+    assert "execveat" in answered_in_python
+
+
+def test_a_library_built_for_another_layout_is_refused() -> None:
+    class Function:
+        def __init__(self, value: int) -> None:
+            self.value = value
+            self.restype: object = None
+            self.argtypes: object = None
+
+        def __call__(self) -> int:
+            return self.value
+
+    class Library:
+        pappus_serve_state_size = Function(7)
+        pappus_serve_notification_offset = Function(0)
+        pappus_serve = Function(0)
+
+    with pytest.raises(EngineUnavailable, match="layout"):
+        fastpath.FastPath(Library(), policy.TABLE)  # type: ignore[arg-type]
