@@ -255,3 +255,17 @@ def test_created_nodes_are_bounded() -> None:
     create(fs, "/out/c")
     assert errno_of(fs.mkdir, "/out/d") is Errno.NOSPC
     assert errno_of(fs.open, "/out/e", create=True, write=True) is Errno.NOSPC
+
+
+def test_nothing_can_be_added_to_or_removed_from_the_root() -> None:
+    """The root's entries are fixed for a run (the linux engine's fast path relies on it)."""
+    fs = fs_of(DataSet("in", (Item("a", 0, b"x"),)), outputs=("out", "stdio"))
+    before = dict(fs.root.entries)
+    create(fs, "/out/file", b"data")
+    attempts = [lambda: fs.mkdir("/new"), lambda: fs.open("/new", create=True, write=True),
+                lambda: fs.rename("/out/file", "/new"), lambda: fs.rename("/out", "/other"),
+                lambda: fs.rmdir("/out"), lambda: fs.unlink("/in"), lambda: fs.rmdir("/in")]
+    for attempt in attempts:
+        with pytest.raises(VfsError):
+            attempt()
+    assert fs.root.entries == before

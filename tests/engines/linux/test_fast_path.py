@@ -8,6 +8,7 @@ without it, and check that the fast path really answers without Python.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +153,124 @@ def test_a_library_built_for_another_layout_is_refused() -> None:
 
     with pytest.raises(EngineUnavailable, match="layout"):
         fastpath.FastPath(Library(), policy.TABLE)  # type: ignore[arg-type]
+
+
+PROBES = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static char buffer[8192];
+
+static void report(const char *call, const char *label, long result) {
+    printf("%s %s -> %ld %d\n", call, label, result, result < 0 ? errno : 0);
+}
+
+static void probe(const char *label, const char *path) {
+    struct stat st;
+    char target[64];
+    errno = 0;
+    report("readlink", label, readlink(path, target, sizeof target));
+    report("readlinkat", label, syscall(SYS_readlinkat, AT_FDCWD, path, target, sizeof target));
+    report("readlinkat-badfd", label, syscall(SYS_readlinkat, 999, path, target, sizeof target));
+    report("stat", label, syscall(SYS_stat, path, &st));
+    report("lstat", label, syscall(SYS_lstat, path, &st));
+    report("newfstatat", label, syscall(SYS_newfstatat, AT_FDCWD, path, &st, 0));
+    report("newfstatat-nofollow", label,
+           syscall(SYS_newfstatat, AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW));
+    report("statx", label, syscall(SYS_statx, AT_FDCWD, path, 0, 0x7ff, buffer));
+    report("access", label, syscall(SYS_access, path, R_OK));
+    report("faccessat", label, syscall(SYS_faccessat, AT_FDCWD, path, R_OK));
+    report("faccessat2", label, syscall(SYS_faccessat2, AT_FDCWD, path, R_OK, 0));
+}
+
+int main(void) {
+    probe("proc-self-exe", "/proc/self/exe");
+    probe("etc", "/etc/busybox.conf");
+    probe("double-slash", "//proc");
+    probe("dot", "/./proc/x");
+    probe("dot-dot", "/../proc");
+    probe("through-input", "/in/../proc");
+    probe("input", "/in");
+    probe("output-slash", "/out/");
+    probe("root", "/");
+    probe("relative", "proc");
+    probe("empty", "");
+    probe("not-ascii", "/pr\xc3\xb6" "c");
+    probe("bad-utf8", "/pr\xff");
+    memset(buffer, 'a', sizeof buffer - 1);
+    buffer[0] = '/';
+    buffer[5000] = '\0';
+    probe("too-long", buffer);
+    memcpy(buffer, "/etc/", 5);
+    buffer[300] = '\0';
+    probe("long-name", buffer);
+    buffer[255 + 5] = '\0';
+    probe("longest-name", buffer);
+    probe("null", NULL);
+    char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(pages + 4096, 4096);
+    memcpy(pages + 4096 - 6, "/proc", 6); /* the NUL is the page's last byte */
+    probe("page-end", pages + 4096 - 6);
+    memcpy(pages + 4096 - 5, "/proc", 5); /* no NUL before the unmapped page */
+    probe("unterminated", pages + 4096 - 5);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return build_with_each_compiler(PROBES, tmp_path_factory.mktemp("probes"), "probes")
+
+
+@pytest.mark.parametrize("compiler", ["musl-gcc", "gcc"])
+def test_path_probes_get_the_same_answers_with_and_without_the_fast_path(
+        sandbox: Sandbox, python_only: Sandbox, probes: dict[str, bytes], compiler: str) -> None:
+    files = {"data": b"x"}
+    fast = sandbox.run(probes[compiler], ["probes"], files)
+    slow = python_only.run(probes[compiler], ["probes"], files)
+    assert fast.exit_code == slow.exit_code == 0
+    assert fast.stdout.decode().splitlines() == slow.stdout.decode().splitlines()
+    answers = {}
+    for line in fast.stdout.decode().splitlines():
+        probe, answer = line.split(" -> ")
+        result, code = answer.split()
+        answers[probe] = f"{result} {errno.errorcode[int(code)]}" if int(code) else result
+    assert answers["readlink proc-self-exe"] == "-1 ENOENT"
+    assert answers["stat etc"] == "-1 ENOENT"
+    assert answers["newfstatat input"] == "0"
+    assert answers["readlinkat-badfd proc-self-exe"] == "-1 EBADF"
+    assert answers["stat long-name"] == "-1 ENAMETOOLONG"
+    assert answers["stat too-long"] == "-1 ENAMETOOLONG"
+    assert answers["stat null"] == "-1 EFAULT"
+    assert answers["stat page-end"] == "-1 ENOENT"
+    assert answers["stat unterminated"] == "-1 EFAULT"
+
+
+def test_absent_paths_are_answered_without_python(sandbox: Sandbox, probes: dict[str, bytes],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_up: list[str] = []
+    answer = supervisor.Supervisor._answer
+
+    def counting(self: supervisor.Supervisor, call: supervisor.Notification) -> bool:
+        if supervisor.syscall_name(call.nr) == "readlink":
+            try:
+                looked_up.append(self.files.memory.read_string(call.args[0], 8192).decode(
+                    "latin-1"))
+            except (supervisor.MemoryFault, ValueError):
+                looked_up.append("(unreadable)")
+        return answer(self, call)
+
+    monkeypatch.setattr(supervisor.Supervisor, "_answer", counting)
+    assert sandbox.run(probes["musl-gcc"], ["probes"], {"data": b"x"}).exit_code == 0
+    assert "/proc/self/exe" not in looked_up
+    assert "/etc/busybox.conf" not in looked_up
+    assert "/../proc" in looked_up  # ".." first: Python's to walk
+    assert "/in" in looked_up  # an entry of the root

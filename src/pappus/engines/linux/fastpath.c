@@ -4,21 +4,26 @@
  * serve() waits for the sandboxed program's notified calls and answers, without
  * Python and without the GIL, the few whose answer needs no file system: a fixed
  * value (getpid, set_tid_address, ...), the memory checks of a growing brk and
- * of an anonymous mmap when they clearly fit, and exit_group. Every other call,
+ * of an anonymous mmap when they clearly fit, exit_group, and the look-up of an
+ * absolute path whose first component is not in the root directory (ENOENT:
+ * start-up probes such as /proc/self/exe or /etc/localtime). Every other call,
  * and anything this code is not sure of, goes back to Python (serve returns
  * SERVE_CALL with the notification), whose handlers are the reference: what is
  * answered here is what Python would answer. Which call gets which treatment is
  * data (the actions and values tables), generated in Python from the policy.
  *
- * Every argument comes from the program and is treated as an untrusted integer;
- * no pointer of the program is followed here.
+ * Every argument comes from the program and is treated as untrusted: integers
+ * are range-checked, and the only memory of the program read here is a path,
+ * copied with process_vm_readv (which fails, never faults, on a bad address).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,8 +55,19 @@ struct response {
 #define MAP_ANONYMOUS 0x20
 #define PAGE 4096ULL
 #define USER_LIMIT (1ULL << 47) /* no x86-64 user address is above */
+#define AT_FDCWD (-100)
+#define PATH_ROOM 4096  /* bytes with the NUL; pappus.vfs allows 4096 without it */
+#define MAX_NAME 255    /* pappus.vfs.nodes.MAX_NAME_BYTES */
 
-enum action { ASK_PYTHON = 0, CONSTANT = 1, GROW_BRK = 2, ANONYMOUS_MMAP = 3, EXIT_GROUP = 4 };
+enum action {
+    ASK_PYTHON = 0,
+    CONSTANT = 1,
+    GROW_BRK = 2,
+    ANONYMOUS_MMAP = 3,
+    EXIT_GROUP = 4,
+    LOOK_UP_PATH = 5,    /* a path in argument 0 (readlink, stat, access, ...) */
+    LOOK_UP_PATH_AT = 6, /* a directory descriptor in argument 0, a path in argument 1 */
+};
 enum outcome {
     SERVE_CALL = 0,        /* state->notification is for Python to answer */
     SERVE_EXITED = 1,      /* exit_group was let run; state->exit_status holds its status */
@@ -63,6 +79,7 @@ enum outcome {
 #define TABLE_SIZE 512
 
 struct serve_state {
+    int32_t pid;
     int32_t listener;
     int32_t statm;          /* /proc/<pid>/statm, or -1: memory checks go to Python */
     int32_t stat;           /* /proc/<pid>/stat, or -1 */
@@ -75,6 +92,8 @@ struct serve_state {
     uint32_t python_only;   /* send every call to Python */
     const uint8_t *actions; /* TABLE_SIZE entries, by call number */
     const int64_t *values;  /* TABLE_SIZE entries: the CONSTANT answers */
+    const char *root_names; /* the root directory's entries, each followed by a NUL */
+    uint64_t root_names_length;
     struct notification notification;
 };
 
@@ -157,11 +176,73 @@ static int mmap_fits(const struct serve_state *state, uint64_t length, uint64_t 
     return in_use >= 0 && (uint64_t)in_use + length <= state->address_space;
 }
 
+/* Copy the NUL-terminated path at `address` into `path` (up to PATH_ROOM bytes with
+ * the NUL), a page at most at a time so that nothing past the NUL is read; its length,
+ * or -1 if unreadable or too long (Python then gives EFAULT or ENAMETOOLONG). */
+static ssize_t read_path(const struct serve_state *state, uint64_t address,
+                         char path[PATH_ROOM]) {
+    size_t length = 0;
+    while (length < PATH_ROOM) {
+        uint64_t at = address + length;
+        if (at < address || at >= USER_LIMIT) return -1;
+        size_t chunk = PAGE - at % PAGE;
+        if (chunk > PATH_ROOM - length) chunk = PATH_ROOM - length;
+        struct iovec local = {path + length, chunk}, remote = {(void *)at, chunk};
+        if (process_vm_readv(state->pid, &local, 1, &remote, 1, 0) != (ssize_t)chunk) return -1;
+        for (size_t i = length; i < length + chunk; i++)
+            if (path[i] == '\0') return (ssize_t)i;
+        length += chunk;
+    }
+    return -1;
+}
+
+static int is_root_entry(const struct serve_state *state, const char *name, size_t length) {
+    const char *at = state->root_names, *end = at + state->root_names_length;
+    while (at < end) {
+        size_t entry = strnlen(at, (size_t)(end - at));
+        if (entry == length && memcmp(at, name, length) == 0) return 1;
+        at += entry + 1;
+    }
+    return 0;
+}
+
+/* Whether the path at `address` certainly does not exist: absolute, plain ASCII, every
+ * component at most MAX_NAME bytes, and its first component (after "" and ".") neither
+ * ".." nor an entry of the root directory, which the program cannot change. This is what
+ * pappus.vfs concludes for such a path (ENOENT); anything else is left to it. */
+static int certainly_absent(const struct serve_state *state, uint64_t address) {
+    char path[PATH_ROOM];
+    ssize_t length = read_path(state, address, path);
+    if (length <= 0 || path[0] != '/') return 0;
+    const char *first = NULL;
+    size_t first_length = 0;
+    for (ssize_t start = 0; start < length;) {
+        ssize_t end = start;
+        while (end < length && path[end] != '/') {
+            if ((unsigned char)path[end] >= 0x80) return 0; /* UTF-8 checks stay in Python */
+            end++;
+        }
+        size_t component = (size_t)(end - start);
+        if (component > MAX_NAME) return 0;
+        if (first == NULL && component > 0 && !(component == 1 && path[start] == '.')) {
+            first = path + start;
+            first_length = component;
+        }
+        start = end + 1;
+    }
+    if (first == NULL || (first_length == 2 && first[0] == '.' && first[1] == '.')) return 0;
+    return !is_root_entry(state, first, first_length);
+}
+
 /* Answer the current call; 0, or -errno. A call that is gone (ENOENT) is not an error. */
-static int answer(struct serve_state *state, int64_t value, uint32_t flags) {
-    struct response response = {state->notification.id, value, 0, flags};
+static int reply(struct serve_state *state, int64_t value, int32_t error, uint32_t flags) {
+    struct response response = {state->notification.id, value, error, flags};
     if (ioctl(state->listener, IOCTL_SEND, &response) == 0 || errno == ENOENT) return 0;
     return -errno;
+}
+
+static int answer(struct serve_state *state, int64_t value, uint32_t flags) {
+    return reply(state, value, 0, flags);
 }
 
 /* Let exit_group run without the synchronous hand-over: the kernel's teardown of the
@@ -197,6 +278,15 @@ static int try_answer(struct serve_state *state) {
     case EXIT_GROUP:
         state->exit_status = (int32_t)(call->args[0] & 0xFF);
         result = let_exit_run(state);
+        break;
+    case LOOK_UP_PATH:
+        if (!certainly_absent(state, call->args[0])) return 0;
+        result = reply(state, 0, -ENOENT, 0);
+        break;
+    case LOOK_UP_PATH_AT:
+        if ((int32_t)call->args[0] != AT_FDCWD || !certainly_absent(state, call->args[1]))
+            return 0;
+        result = reply(state, 0, -ENOENT, 0);
         break;
     default:
         return 0;

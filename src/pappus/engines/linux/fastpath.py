@@ -12,7 +12,14 @@ wait-receive-answer loop without the GIL and answers itself:
   memory bound (the same first test as the Python handler, on the same
   ``/proc`` files); anything closer to the bound goes to Python, which looks
   harder and records a refusal;
-* ``EXIT_GROUP`` — records the status and lets the exit run.
+* ``EXIT_GROUP`` — records the status and lets the exit run;
+* ``LOOK_UP_PATH`` and ``LOOK_UP_PATH_AT`` (``readlink``, ``stat``, ``access``
+  and their ``*at`` forms from ``AT_FDCWD``) — ``ENOENT`` for an absolute
+  path whose first component is not in the root directory, the start-up
+  probes of ``/proc/self/exe``, ``/etc/...`` most programs make. Only a plain
+  ASCII path with no component over 255 bytes; the root's entries are fixed
+  for the run (the root is read-only), so the answer is the one
+  :meth:`SetFileSystem.resolve <pappus.vfs.SetFileSystem.resolve>` gives.
 
 Everything else — file calls, signals, forbidden calls, other architectures
 — comes back to Python as a notification for :meth:`Supervisor._answer`,
@@ -33,7 +40,7 @@ from pappus.engines.linux.notify import Notification
 from pappus.errors import EngineUnavailable
 
 TABLE_SIZE = 512
-ASK_PYTHON, CONSTANT, GROW_BRK, ANONYMOUS_MMAP, EXIT_GROUP = range(5)
+ASK_PYTHON, CONSTANT, GROW_BRK, ANONYMOUS_MMAP, EXIT_GROUP, LOOK_UP_PATH, LOOK_UP_PATH_AT = range(7)
 SERVE_CALL, SERVE_EXITED, SERVE_DEADLINE, SERVE_GONE, SERVE_INTERRUPTED = range(5)
 FLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-Wl,-z,noexecstack")
 
@@ -52,7 +59,14 @@ CONSTANT_ANSWERS: Mapping[str, int] = {
 """Emulated calls answered with a fixed value: the program is pid and tid 1 of
 uid/gid 65534, with no parent it can see."""
 
-_CHECKED = {"brk": GROW_BRK, "mmap": ANONYMOUS_MMAP, "exit_group": EXIT_GROUP}
+_CHECKED = {
+    "brk": GROW_BRK, "mmap": ANONYMOUS_MMAP, "exit_group": EXIT_GROUP,
+    # The handlers of these look the path up before anything else (dispatch.EMULATED):
+    "readlink": LOOK_UP_PATH, "stat": LOOK_UP_PATH, "lstat": LOOK_UP_PATH,
+    "access": LOOK_UP_PATH,
+    "readlinkat": LOOK_UP_PATH_AT, "newfstatat": LOOK_UP_PATH_AT, "statx": LOOK_UP_PATH_AT,
+    "faccessat": LOOK_UP_PATH_AT, "faccessat2": LOOK_UP_PATH_AT,
+}
 
 
 class _Notification(ctypes.Structure):
@@ -71,6 +85,7 @@ class ServeState(ctypes.Structure):
     """``struct serve_state`` of ``fastpath.c``: one per supervised program."""
 
     _fields_ = (
+        ("pid", ctypes.c_int32),
         ("listener", ctypes.c_int32),
         ("statm", ctypes.c_int32),
         ("stat", ctypes.c_int32),
@@ -83,6 +98,8 @@ class ServeState(ctypes.Structure):
         ("python_only", ctypes.c_uint32),
         ("actions", ctypes.c_void_p),
         ("values", ctypes.c_void_p),
+        ("root_names", ctypes.c_char_p),
+        ("root_names_length", ctypes.c_uint64),
         ("notification", _Notification),
     )
 
@@ -138,12 +155,18 @@ class FastPath:
         self._actions = ctypes.create_string_buffer(kinds, TABLE_SIZE)
         self._values = (ctypes.c_int64 * TABLE_SIZE)(*values)
 
-    def state(self, listener: int, sync_wake_up: bool, address_space: int) -> ServeState:
-        """A fresh state for one program (the caller fills the ``/proc`` files and deadline)."""
-        return ServeState(listener=listener, statm=-1, stat=-1, sync_wake_up=sync_wake_up,
-                          address_space=address_space,
+    def state(self, pid: int, listener: int, sync_wake_up: bool, address_space: int,
+              root_names: bytes) -> ServeState:
+        """A fresh state for one program (the caller fills the ``/proc`` files and deadline).
+
+        ``root_names``: the root directory's entries, each followed by a NUL; the caller
+        keeps the object alive while the state is in use.
+        """
+        return ServeState(pid=pid, listener=listener, statm=-1, stat=-1,
+                          sync_wake_up=sync_wake_up, address_space=address_space,
                           actions=ctypes.addressof(self._actions),
-                          values=ctypes.addressof(self._values))
+                          values=ctypes.addressof(self._values),
+                          root_names=root_names, root_names_length=len(root_names))
 
     def serve(self, state: ServeState) -> int:
         """Run the loop (without the GIL) until it returns one of the ``SERVE_`` outcomes.

@@ -44,6 +44,7 @@ DESCRIPTOR_LIMIT = 1024  # the real RLIMIT_NOFILE: virtual below 512, real input
 MAX_ARGUMENT_BYTES = 128 << 10
 """argv and environ strings together, NULs included."""
 MAX_ARGUMENTS = MAX_ARGUMENT_BYTES // 2
+PARAMS_PAGE = 4096
 """argv words and environ entries, each."""
 ARMED_TIMEOUT_S = 5.0
 LAUNCH_STEPS = {
@@ -350,6 +351,10 @@ def params_memfd(program: bytes, stack_bytes: int, become_nobody: bool) -> tuple
     try:
         os.ftruncate(fd, layout.size)
         os.pwrite(fd, header + program, 0)
+        # The first page of argv, envp and their strings, allocated now (off the invocation's
+        # path): writing into a hole of a memfd costs a page allocation each time.
+        for offset in (layout.argv_offset, layout.envp_offset, layout.strings_offset):
+            os.posix_fallocate(fd, offset - offset % PARAMS_PAGE, PARAMS_PAGE)
     except BaseException:
         os.close(fd)
         raise

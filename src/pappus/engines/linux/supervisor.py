@@ -168,9 +168,11 @@ class Supervisor:
         self.files: LinuxFiles = LinuxFiles(fs, ProcessMemory(pid), self._install_descriptor,
                                             memfds)
         self._fast = fast_path
+        # Fixed for the run: nothing can be created in the read-only root.
+        self._root_names = b"".join(name.encode() + b"\0" for name in fs.root.entries)
         self._fast_state = (None if fast_path is None else
-                            fast_path.state(listener.fd, listener.sync_wake_up,
-                                            limits.address_space))
+                            fast_path.state(pid, listener.fd, listener.sync_wake_up,
+                                            limits.address_space, self._root_names))
 
     # -- resources --------------------------------------------------------------------------
 
