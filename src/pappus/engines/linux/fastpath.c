@@ -90,6 +90,8 @@ struct serve_state {
     uint64_t calls;         /* calls answered here (added to by serve) */
     int32_t exit_status;
     uint32_t python_only;   /* send every call to Python */
+    uint32_t continue_pending; /* let call `continue_id` run first (Python decided so) */
+    uint64_t continue_id;
     const uint8_t *actions; /* TABLE_SIZE entries, by call number */
     const int64_t *values;  /* TABLE_SIZE entries: the CONSTANT answers */
     const char *root_names; /* the root directory's entries, each followed by a NUL */
@@ -299,6 +301,14 @@ static int try_answer(struct serve_state *state) {
  * a signal arrives; returns an outcome, or -errno. */
 int pappus_serve(struct serve_state *state) {
     struct pollfd waiting = {state->listener, POLLIN, 0};
+    if (state->continue_pending) {
+        /* Python has dealt with the call (the launcher's exec) and the kernel runs it
+         * now, right before the wait: nothing runs on this CPU in between. */
+        state->continue_pending = 0;
+        struct response response = {state->continue_id, 0, 0, FLAG_CONTINUE};
+        if (ioctl(state->listener, IOCTL_SEND, &response) != 0 && errno != ENOENT)
+            return -errno;
+    }
     for (;;) {
         int64_t remaining = state->deadline_ns - now_ns();
         if (remaining <= 0) return SERVE_DEADLINE; /* before every call: busy programs too */

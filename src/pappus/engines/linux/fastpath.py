@@ -96,6 +96,8 @@ class ServeState(ctypes.Structure):
         ("calls", ctypes.c_uint64),
         ("exit_status", ctypes.c_int32),
         ("python_only", ctypes.c_uint32),
+        ("continue_pending", ctypes.c_uint32),
+        ("continue_id", ctypes.c_uint64),
         ("actions", ctypes.c_void_p),
         ("values", ctypes.c_void_p),
         ("root_names", ctypes.c_char_p),

@@ -95,13 +95,17 @@ class _DeadlineReached(Exception):
 class LetKernelRun(Exception):
     """Answer by letting the kernel run the call as made (no pointer arguments).
 
-    ``then`` is called once the call has been let through.
+    ``then`` is called once the call has been let through. ``last``: the call
+    ends Python's part of this round, so with a fast path the call is let
+    through by it, right before it waits for the next (``then`` runs first).
     """
 
-    def __init__(self, then: Callable[[], None] = lambda: None, *, elsewhere: bool = False) -> None:
+    def __init__(self, then: Callable[[], None] = lambda: None, *, elsewhere: bool = False,
+                 last: bool = False) -> None:
         super().__init__()
         self.then = then
         self.elsewhere = elsewhere
+        self.last = last
 
 
 @dataclass(slots=True)
@@ -280,6 +284,11 @@ class Supervisor:
             self.kill()
             return False
         except LetKernelRun as answer:
+            if answer.last and self._fast_state is not None:
+                self._fast_state.continue_id = call.id
+                self._fast_state.continue_pending = True
+                answer.then()
+                return True
             if not self.listener.let_kernel_run(call, elsewhere=answer.elsewhere):
                 return True  # the call is gone (the process is being killed)
             answer.then()
@@ -378,7 +387,9 @@ class Supervisor:
         # The parked launcher starting the program, before it exists.
         if not self._executable_installed:
             self._install_descriptor(self._executable_fd, EXECUTABLE_FD)
-        raise LetKernelRun(then=self._exec_started)
+        # Let run by the fast path, if any, as it starts waiting: the exec is not delayed
+        # by what this thread still does (the new program runs on this CPU).
+        raise LetKernelRun(then=self._exec_started, last=True)
 
     def _exec_started(self) -> None:
         self.program_started = True
