@@ -1,6 +1,7 @@
 """Build an engine's small native helper from its packaged C source, once, then cache it.
 
-The process engine's runner and the linux engine's launcher are the only
+The process engine's runner, the linux engine's launcher and the linux
+supervisor's fast path (a shared library loaded with ctypes) are the only
 native code pappus has. Each is compiled with the system C compiler the
 first time an engine needs it, into a cache directory keyed by the source,
 the flags and the compiler's version, and written atomically (temporary
