@@ -175,7 +175,9 @@ static int brk_fits(struct serve_state *state, uint64_t address) {
 static int mmap_fits(const struct serve_state *state, uint64_t length, uint64_t flags) {
     if (!(flags & MAP_ANONYMOUS) || length > state->address_space) return 0;
     int64_t in_use = address_space_in_use(state);
-    return in_use >= 0 && (uint64_t)in_use + length <= state->address_space;
+    /* in_use + length <= bound, written so that no sum can wrap */
+    return in_use >= 0 && (uint64_t)in_use <= state->address_space &&
+           length <= state->address_space - (uint64_t)in_use;
 }
 
 /* Copy the NUL-terminated path at `address` into `path` (up to PATH_ROOM bytes with

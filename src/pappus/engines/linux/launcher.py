@@ -44,8 +44,8 @@ DESCRIPTOR_LIMIT = 1024  # the real RLIMIT_NOFILE: virtual below 512, real input
 MAX_ARGUMENT_BYTES = 128 << 10
 """argv and environ strings together, NULs included."""
 MAX_ARGUMENTS = MAX_ARGUMENT_BYTES // 2
-PARAMS_PAGE = 4096
 """argv words and environ entries, each."""
+PARAMS_PAGE = 4096
 ARMED_TIMEOUT_S = 5.0
 LAUNCH_STEPS = {
     1: "reading its parameters",
