@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -82,17 +83,11 @@ def http_invocations(register: Callable[[Client], None], function: str, body: st
             f"p99 {load.p99_ms:.2f} ms, errors {load.errors}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=20)
-    parser.add_argument("--connections", type=int, default=32)
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: run scripts/setup (Debian package 'wrk')")
+def measure(processes: int, duration: int, connections: int) -> tuple[LoadResult, LoadResult]:
+    """pappus and the bare echo, each served by ``processes`` server processes."""
     body = json.dumps({"sets": []})
-
     with tempfile.TemporaryDirectory() as data:
-        server = ServerProcess(Path(data))
+        server = ServerProcess(Path(data), "--processes", str(processes))
         url = server.start()
         try:
             with Client(url) as client:
@@ -101,36 +96,54 @@ def main() -> None:
                 check = client.invoke("trivial")
                 if check.set("stdio").items[0].data != b"ok\n":
                     sys.exit(f"unexpected output {check!r}")
-            run_wrk(url + "/v1/invoke/trivial", body, 3, args.connections)  # warm-up
-            pappus_load = run_wrk(url + "/v1/invoke/trivial", body, args.duration,
-                                  args.connections)
+            run_wrk(url + "/v1/invoke/trivial", body, 3, connections)  # warm-up
+            pappus_load = run_wrk(url + "/v1/invoke/trivial", body, duration, connections)
         finally:
             server.stop()
 
-    echo = ServerProcess(Path("."), command=[sys.executable, "-m", "benchmarks.echo_server"])
+    echo = ServerProcess(Path("."), command=[sys.executable, "-m", "benchmarks.echo_server",
+                                             "--processes", str(processes)])
     echo_url = echo.start()
     try:
-        run_wrk(echo_url + "/echo", body, 3, args.connections)
-        echo_load = run_wrk(echo_url + "/echo", body, args.duration, args.connections)
+        run_wrk(echo_url + "/echo", body, 3, connections)
+        echo_load = run_wrk(echo_url + "/echo", body, duration, connections)
     finally:
         echo.stop()
+    return pappus_load, echo_load
 
-    ratio = pappus_load.requests_per_s / echo_load.requests_per_s
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--processes", type=int, nargs="+", default=None, metavar="N",
+                        help="server processes to measure with, pappus and echo alike "
+                             "(default: 1 and the number of CPU cores)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: run scripts/setup (Debian package 'wrk')")
+    counts = args.processes or sorted({1, os.cpu_count() or 1})
     print(f"(b) HTTP invoke of a trivial wasm function, wrk -c{args.connections} "
-          f"{args.duration}s")
-    print(f"    pappus: {pappus_load.requests_per_s:8.0f} req/s, p50 {pappus_load.p50_ms:.2f} ms,"
-          f" p99 {pappus_load.p99_ms:.2f} ms, errors {pappus_load.errors}")
-    print(f"    bare ASGI echo, same stack: {echo_load.requests_per_s:8.0f} req/s, "
-          f"p50 {echo_load.p50_ms:.2f} ms, p99 {echo_load.p99_ms:.2f} ms")
-    print(f"(c) ratio pappus/echo: {ratio:.2f}")
-    verdicts = [
-        ("throughput >= 2000 req/s", pappus_load.requests_per_s >= TARGET_RPS),
-        ("p99 <= 20 ms", pappus_load.p99_ms <= TARGET_P99_MS),
-        ("ratio >= 0.5", ratio >= TARGET_RATIO),
-        ("no errors", pappus_load.errors == 0),
-    ]
-    for name, ok in verdicts:
-        print(f"    target {name}: {'MET' if ok else 'MISSED'}")
+          f"{args.duration}s; (c) its ratio to a bare ASGI echo on the same stack with as "
+          "many server processes")
+    for processes in counts:
+        pappus_load, echo_load = measure(processes, args.duration, args.connections)
+        ratio = pappus_load.requests_per_s / echo_load.requests_per_s
+        print(f"  --processes {processes}")
+        print(f"    pappus: {pappus_load.requests_per_s:8.0f} req/s, p50 "
+              f"{pappus_load.p50_ms:.2f} ms, p99 {pappus_load.p99_ms:.2f} ms, "
+              f"errors {pappus_load.errors}")
+        print(f"    bare ASGI echo, same stack: {echo_load.requests_per_s:8.0f} req/s, "
+              f"p50 {echo_load.p50_ms:.2f} ms, p99 {echo_load.p99_ms:.2f} ms")
+        print(f"    (c) ratio pappus/echo: {ratio:.2f}")
+        verdicts = [
+            ("throughput >= 2000 req/s", pappus_load.requests_per_s >= TARGET_RPS),
+            ("p99 <= 20 ms", pappus_load.p99_ms <= TARGET_P99_MS),
+            ("ratio >= 0.5", ratio >= TARGET_RATIO),
+            ("no errors", pappus_load.errors == 0),
+        ]
+        for name, ok in verdicts:
+            print(f"    target {name}: {'MET' if ok else 'MISSED'}")
 
 
 if __name__ == "__main__":

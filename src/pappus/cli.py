@@ -150,7 +150,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cli = {
         "port": args.port, "host": args.host, "data_dir": args.data_dir,
-        "total_cores": args.total_cores, "queue_size": args.queue_size,
+        "total_cores": args.total_cores, "processes": args.processes,
+        "queue_size": args.queue_size,
         "inline_budget_us": args.inline_budget_us,
         "demo": True if args.demo else None, "log_level": args.log_level,
         "egress_allow": args.egress_allow, "io_concurrency": args.io_concurrency,
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="JSON config file")
     serve.add_argument("--demo", action="store_true", help="preload demo functions")
     serve.add_argument("--total-cores", type=int, help="compute slots (default: CPU cores)")
+    serve.add_argument("--processes", type=int, metavar="N",
+                       help="server processes sharing the port, to use several cores for "
+                            "the request path (default 1)")
     serve.add_argument("--queue-size", type=int, help="max waiting jobs (default 4096)")
     serve.add_argument("--inline-budget-us", type=int, metavar="US",
                        help="run short wasm functions on the event loop for up to US "

@@ -43,6 +43,7 @@ DEFAULT_INLINE_BUDGET_US = 1000
 DEFAULT_HTTP_TIMEOUT_MS = 10_000
 DEFAULT_HTTP_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEMO_EGRESS_ALLOW = ("127.0.0.0/8", "::1")
+MAX_PROCESSES = 256
 ENV_PREFIX = "PAPPUS_"
 DANDELION_ENV = ("port", "total_cores", "io_concurrency", "any_sharding_mode",
                  "bin_preload_path")
@@ -78,6 +79,9 @@ class Settings:
     """``None`` means :func:`default_data_dir`."""
     total_cores: int | None = None
     """Compute slots (sandboxes running at once); ``None`` = one per CPU core."""
+    processes: int = 1
+    """Server processes sharing the port and the data directory (``total_cores`` and the
+    compute slots are divided among them; ``queue_size`` is per process)."""
     queue_size: int = DEFAULT_QUEUE_SIZE
     inline_budget_us: int = DEFAULT_INLINE_BUDGET_US
     """How long a short function may run on the event loop's thread before it is moved
@@ -121,6 +125,11 @@ class Settings:
         """Number of compute slots actually used."""
         return self.total_cores if self.total_cores is not None else (os.cpu_count() or 1)
 
+    @property
+    def slots_per_process(self) -> int:
+        """Compute slots of each server process: the slots divided among the processes."""
+        return max(1, self.compute_slots // self.processes)
+
     def validate(self) -> Settings:
         """Check ranges; raise :class:`ConfigError` naming the first bad option."""
         positive = (
@@ -144,6 +153,9 @@ class Settings:
                 f"option 'inline_budget_us' must be 0 or positive, got {self.inline_budget_us}")
         if self.total_cores is not None and self.total_cores <= 0:
             raise ConfigError(f"option 'total_cores' must be positive, got {self.total_cores}")
+        if not 1 <= self.processes <= MAX_PROCESSES:
+            raise ConfigError(
+                f"option 'processes' must be 1..{MAX_PROCESSES}, got {self.processes}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"option 'port' must be 0..65535, got {self.port}")
         return self

@@ -168,11 +168,17 @@ class Dispatcher:
 
     # -- public entry --------------------------------------------------------
 
+    async def catch_up(self) -> None:
+        """Bring the registry up to date if another process changed it (one memory read if not)."""
+        if self.registry.stale():
+            await asyncio.to_thread(self.registry.sync)
+
     async def invoke(
         self, name: str, inputs: Sequence[DataSet | None], *, timeout_ms: int | None = None
     ) -> Invocation:
         """Run function or composition ``name`` on ``inputs`` (one slot per input set)."""
         started = time.perf_counter()
+        await self.catch_up()
         system = self.system_functions.get(name)
         if system is not None:
             budget_ms = effective_timeout_ms(self.default_timeout_ms, timeout_ms)
@@ -196,6 +202,7 @@ class Dispatcher:
         functions; it is built and run, never registered.
         """
         started = time.perf_counter()
+        await self.catch_up()
         graphs = build_compositions(source, self.registry.signature)
         if len(graphs) != 1:
             raise CompositionInvalid(

@@ -7,6 +7,11 @@ start the registry restores every entry from the data directory, preparing
 functions from the engines' on-disk caches and rebuilding compositions from
 their module sources in registration order.
 
+Several processes may share one data directory (``serve --processes``): each
+change is made under the directory's lock after catching up with what the
+others committed, and :meth:`Registry.stale` / :meth:`Registry.sync` let a
+process catch up before it serves a request (see :mod:`pappus.coherence`).
+
 All methods are blocking; the HTTP layer calls them from worker threads.
 """
 
@@ -24,7 +29,7 @@ from pappus.composition import CompositionGraph, Signature, build_compositions
 from pappus.engines.base import Artifact, Engine, FunctionSpec
 from pappus.errors import BadRequest, CompositionInvalid, Conflict, NotFound, PappusError
 from pappus.model import Item
-from pappus.store import CompositionRecord, FunctionRecord, Store
+from pappus.store import CompositionRecord, FunctionRecord, Snapshot, Store
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +123,8 @@ class Registry:
         self._lock = threading.RLock()
         self._entries: dict[str, Entry] = {}
         self._reserved: set[str] = set()
+        self._generation = -1
+        """The store generation ``_entries`` reflects (-1: not loaded yet)."""
         self.restore_errors: list[str] = []
 
     def __repr__(self) -> str:
@@ -192,17 +199,21 @@ class Registry:
                 input_sets=inputs, output_sets=outputs, context_size=request.context_size,
             )
             artifact = engine.prepare(spec, self.store.cache_dir / request.engine)
-            self.store.put_blob(sha256, request.binary)
-            record = FunctionRecord(
-                name=name, engine=request.engine, sha256=sha256,
-                binary_size=len(request.binary), input_sets=inputs, output_sets=outputs,
-                static_sets=dict(request.static_sets), timeout_ms=timeout_ms,
-                memory_bytes=memory, context_size=request.context_size, created_at=time.time(),
-            )
-            self.store.insert_function(record)
-            entry = RegisteredFunction(record, engine, artifact)
-            with self._lock:
+            with self._lock, self.store.lock.held():
+                self._sync_locked()  # another process may have taken the name meanwhile
+                self._check_free(name)
+                self.store.put_blob(sha256, request.binary)
+                record = FunctionRecord(
+                    name=name, engine=request.engine, sha256=sha256,
+                    binary_size=len(request.binary), input_sets=inputs, output_sets=outputs,
+                    static_sets=dict(request.static_sets), timeout_ms=timeout_ms,
+                    memory_bytes=memory, context_size=request.context_size,
+                    created_at=time.time(),
+                )
+                self.store.insert_function(record)
+                entry = RegisteredFunction(record, engine, artifact)
                 self._entries[name] = entry
+                self._generation = self.store.generation()
             return entry
         finally:
             with self._lock:
@@ -218,19 +229,23 @@ class Registry:
 
     def _reserve(self, name: str) -> None:
         """Claim ``name`` for a registration in progress (caller holds the lock)."""
+        self._check_free(name)
+        if name in self._reserved:
+            raise Conflict(f"{name!r} is being registered by another request", name=name)
+        self._reserved.add(name)
+
+    def _check_free(self, name: str) -> None:
         if name in self.system_functions:
             raise Conflict(f"{name!r} is a system function and cannot be replaced", name=name)
         existing = self._entries.get(name)
         if existing is not None:
             kind = "function" if isinstance(existing, RegisteredFunction) else "composition"
             raise Conflict(f"a {kind} named {name!r} is already registered", name=name)
-        if name in self._reserved:
-            raise Conflict(f"{name!r} is being registered by another request", name=name)
-        self._reserved.add(name)
 
     def remove(self, name: str, kind: type[Entry]) -> None:
         """Delete a function or composition; refuse while a composition uses it."""
-        with self._lock:
+        with self._lock, self.store.lock.held():
+            self._sync_locked()
             entry = self._entries.get(name)
             if not isinstance(entry, kind):
                 noun = "function" if kind is RegisteredFunction else "composition"
@@ -246,12 +261,14 @@ class Registry:
             else:
                 self.store.delete_composition(name)
             del self._entries[name]
+            self._generation = self.store.generation()
 
     # -- compositions --------------------------------------------------------
 
     def add_compositions(self, source: str) -> list[RegisteredComposition]:
         """Parse, validate and persist every composition in ``source`` (all or nothing)."""
-        with self._lock:
+        with self._lock, self.store.lock.held():
+            self._sync_locked()
             try:
                 graphs = build_compositions(source, self.signature)
             except CompositionInvalid as exc:
@@ -277,29 +294,65 @@ class Registry:
             self.store.insert_compositions([e.record for e in entries])
             for entry in entries:
                 self._entries[entry.record.name] = entry
+            self._generation = self.store.generation()
             return entries
 
-    # -- restore -------------------------------------------------------------
+    # -- restore and catching up ----------------------------------------------
 
     def restore(self) -> None:
         """Load every stored entry. A broken entry is logged and skipped, never fatal."""
-        for record in self.store.load_functions():
-            try:
-                self._restore_function(record)
-            except (PappusError, OSError) as exc:
-                message = f"function {record.name!r} could not be restored: {exc}"
-                logger.error(message)
-                self.restore_errors.append(message)
-        for composition in self.store.load_compositions():
-            try:
-                self._restore_composition(composition)
-            except PappusError as exc:
-                message = f"composition {composition.name!r} could not be restored: {exc}"
-                logger.error(message)
-                self.restore_errors.append(message)
-        self.store.collect_garbage()
+        with self._lock, self.store.lock.held():
+            self.store.repair_hint()
+            self._apply(self.store.snapshot())
+            # Under the lock: no other process is between storing a blob and its row.
+            self.store.collect_garbage()
 
-    def _restore_function(self, record: FunctionRecord) -> None:
+    def stale(self) -> bool:
+        """Whether another process may have changed the registry since the last sync.
+
+        One shared-memory read: cheap enough to ask before every request.
+        """
+        return self.store.hint.read() != self._generation
+
+    def sync(self) -> None:
+        """Catch up with what every process has committed (blocking: may prepare functions)."""
+        with self._lock:
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        if self.store.generation() != self._generation:
+            self._apply(self.store.snapshot())
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        """Make the entries those of ``snapshot``, keeping every entry that did not change."""
+        entries: dict[str, Entry] = {}
+        for record in snapshot.functions:
+            kept = self._entries.get(record.name)
+            if isinstance(kept, RegisteredFunction) and kept.record == record:
+                entries[record.name] = kept
+                continue
+            try:
+                entries[record.name] = self._prepare_stored(record)
+            except (PappusError, OSError) as exc:
+                self._report(f"function {record.name!r} could not be restored: {exc}")
+        for composition in snapshot.compositions:
+            kept = self._entries.get(composition.name)
+            if isinstance(kept, RegisteredComposition) and kept.record == composition:
+                entries[composition.name] = kept
+                continue
+            try:
+                entries[composition.name] = self._build_stored(composition, entries)
+            except PappusError as exc:
+                self._report(f"composition {composition.name!r} could not be restored: {exc}")
+        self._entries = entries
+        self._generation = snapshot.generation
+
+    def _report(self, message: str) -> None:
+        logger.error(message)
+        if message not in self.restore_errors:
+            self.restore_errors.append(message)
+
+    def _prepare_stored(self, record: FunctionRecord) -> RegisteredFunction:
         engine = self.engines.get(record.engine)
         if engine is None:
             raise BadRequest(f"engine {record.engine!r} is not available on this worker")
@@ -312,20 +365,23 @@ class Registry:
             context_size=record.context_size,
         )
         artifact = engine.prepare(spec, self.store.cache_dir / record.engine)
-        self._entries[record.name] = RegisteredFunction(record, engine, artifact)
+        return RegisteredFunction(record, engine, artifact)
 
-    def _restore_composition(self, record: CompositionRecord) -> None:
+    def _build_stored(self, record: CompositionRecord,
+                      entries: Mapping[str, Entry]) -> RegisteredComposition:
         def earlier(name: str) -> Signature | None:
             # Only what existed when the module was registered is visible to it.
-            entry = self._entries.get(name)
+            entry = entries.get(name)
+            if entry is None:
+                return self.system_functions.get(name)
             if isinstance(entry, RegisteredComposition) and (
                 entry.record.module_seq >= record.module_seq
             ):
                 return None
-            return self.signature(name)
+            return entry.signature
 
         graphs = {g.name: g for g in build_compositions(record.source, earlier)}
         graph = graphs.get(record.name)
         if graph is None:
             raise BadRequest(f"composition {record.name!r} is missing from its stored source")
-        self._entries[record.name] = RegisteredComposition(record, graph)
+        return RegisteredComposition(record, graph)

@@ -5,6 +5,8 @@ Layout of the data directory::
     registry.sqlite3        metadata (functions, compositions), WAL mode
     blobs/ab/abcdef...      binaries, named by their sha256
     cache/<engine>/         compiled artifacts, owned by each engine
+    registry.lock           held while the registry changes (see pappus.coherence)
+    generation              the registry's change counter, mirrored for cheap reads
 
 Crash safety (``kill -9`` at any instant): a blob is written to a temporary
 file, fsynced and atomically renamed into place *before* the metadata row that
@@ -12,6 +14,10 @@ names it is committed in one SQLite transaction. A crash before the commit
 leaves at most an orphan blob (collected by :meth:`Store.collect_garbage`),
 never a row without its binary, so a function is either fully registered or
 not at all.
+
+Every change increases the ``generation`` counter in the same transaction
+and then publishes it to the shared hint, so other processes on the same
+directory notice it (:mod:`pappus.coherence`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pappus.coherence import DataDirectoryLock, GenerationHint
 from pappus.model import Item
 
 SCHEMA = """
@@ -163,11 +170,16 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self.lock = DataDirectoryLock(data_dir / "registry.lock")
+        """Held by whoever changes the registry (any thread, any process)."""
+        self.hint = GenerationHint(data_dir / "generation")
 
     def close(self) -> None:
-        """Close the database. Idempotent."""
+        """Close the database and the shared files. Idempotent."""
         with self._lock:
             self._db.close()
+        self.lock.close()
+        self.hint.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -179,6 +191,44 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that changes the registry: bumps and then publishes the generation."""
+        with self._transaction() as db:
+            yield db
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES ('generation', 1)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + 1"
+            )
+            generation = _generation(db)
+        self.hint.publish(generation)
+
+    def generation(self) -> int:
+        """The registry's generation as committed (0 before any change)."""
+        with self._lock:
+            return _generation(self._db)
+
+    def repair_hint(self) -> int:
+        """Publish the committed generation (a process may have died before publishing).
+
+        Callers hold :attr:`lock`. Returns the generation.
+        """
+        generation = self.generation()
+        self.hint.publish(generation)
+        return generation
+
+    def snapshot(self) -> Snapshot:
+        """The generation with every function and composition row, read consistently."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                generation = _generation(self._db)
+                functions = _read_functions(self._db)
+                compositions = _read_compositions(self._db)
+            finally:
+                self._db.execute("COMMIT")
+        return Snapshot(generation, functions, compositions)
 
     # -- blobs ---------------------------------------------------------------
 
@@ -226,7 +276,7 @@ class Store:
 
     def insert_function(self, record: FunctionRecord) -> None:
         """Commit a function row (its blob must already be stored)."""
-        with self._transaction() as db:
+        with self._change() as db:
             db.execute(
                 "INSERT INTO functions (name, engine, sha256, binary_size, input_sets,"
                 " output_sets, static_sets, timeout_ms, memory_bytes, context_size, created_at)"
@@ -241,25 +291,14 @@ class Store:
 
     def delete_function(self, name: str) -> bool:
         """Delete a function row; True if it existed."""
-        with self._transaction() as db:
-            return db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
+        with self._change() as db:
+            deleted = db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
+        return deleted
 
     def load_functions(self) -> list[FunctionRecord]:
         """Every function row, in registration order."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT name, engine, sha256, binary_size, input_sets, output_sets, static_sets,"
-                " timeout_ms, memory_bytes, context_size, created_at FROM functions ORDER BY seq"
-            ).fetchall()
-        return [
-            FunctionRecord(
-                name=row[0], engine=row[1], sha256=row[2], binary_size=row[3],
-                input_sets=tuple(json.loads(row[4])), output_sets=tuple(json.loads(row[5])),
-                static_sets=decode_static_sets(json.loads(row[6])), timeout_ms=row[7],
-                memory_bytes=row[8], context_size=row[9], created_at=row[10],
-            )
-            for row in rows
-        ]
+            return _read_functions(self._db)
 
     # -- compositions --------------------------------------------------------
 
@@ -275,7 +314,7 @@ class Store:
 
     def insert_compositions(self, records: list[CompositionRecord]) -> None:
         """Commit all compositions of one module atomically."""
-        with self._transaction() as db:
+        with self._change() as db:
             db.executemany(
                 "INSERT INTO compositions (name, module_seq, source, input_sets, output_sets,"
                 " dependencies, created_at) VALUES (?,?,?,?,?,?,?)",
@@ -290,21 +329,56 @@ class Store:
 
     def delete_composition(self, name: str) -> bool:
         """Delete a composition row; True if it existed."""
-        with self._transaction() as db:
-            return db.execute("DELETE FROM compositions WHERE name = ?", (name,)).rowcount > 0
+        with self._change() as db:
+            deleted = db.execute("DELETE FROM compositions WHERE name = ?", (name,)).rowcount > 0
+        return deleted
 
     def load_compositions(self) -> list[CompositionRecord]:
         """Every composition row, in registration order."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT name, module_seq, source, input_sets, output_sets, dependencies,"
-                " created_at FROM compositions ORDER BY seq"
-            ).fetchall()
-        return [
-            CompositionRecord(
-                name=row[0], module_seq=row[1], source=row[2],
-                input_sets=tuple(json.loads(row[3])), output_sets=tuple(json.loads(row[4])),
-                dependencies=tuple(json.loads(row[5])), created_at=row[6],
-            )
-            for row in rows
-        ]
+            return _read_compositions(self._db)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the registry held at one generation."""
+
+    generation: int
+    functions: list[FunctionRecord]
+    compositions: list[CompositionRecord]
+
+
+def _generation(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT value FROM counters WHERE name = 'generation'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _read_functions(db: sqlite3.Connection) -> list[FunctionRecord]:
+    rows = db.execute(
+        "SELECT name, engine, sha256, binary_size, input_sets, output_sets, static_sets,"
+        " timeout_ms, memory_bytes, context_size, created_at FROM functions ORDER BY seq"
+    ).fetchall()
+    return [
+        FunctionRecord(
+            name=row[0], engine=row[1], sha256=row[2], binary_size=row[3],
+            input_sets=tuple(json.loads(row[4])), output_sets=tuple(json.loads(row[5])),
+            static_sets=decode_static_sets(json.loads(row[6])), timeout_ms=row[7],
+            memory_bytes=row[8], context_size=row[9], created_at=row[10],
+        )
+        for row in rows
+    ]
+
+
+def _read_compositions(db: sqlite3.Connection) -> list[CompositionRecord]:
+    rows = db.execute(
+        "SELECT name, module_seq, source, input_sets, output_sets, dependencies,"
+        " created_at FROM compositions ORDER BY seq"
+    ).fetchall()
+    return [
+        CompositionRecord(
+            name=row[0], module_seq=row[1], source=row[2],
+            input_sets=tuple(json.loads(row[3])), output_sets=tuple(json.loads(row[4])),
+            dependencies=tuple(json.loads(row[5])), created_at=row[6],
+        )
+        for row in rows
+    ]

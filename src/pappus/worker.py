@@ -28,10 +28,13 @@ logger = logging.getLogger(__name__)
 class Worker:
     """A running pappus worker node (without its HTTP front end)."""
 
-    def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None) -> None:
+    def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None,
+                 *, metrics: Metrics | None = None, process_index: int = 0) -> None:
         self.settings = settings
         self._engines = dict(engines) if engines is not None else None
-        self.metrics = Metrics()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.process_index = process_index
+        """Which server process this is (0..processes-1; see :mod:`pappus.server.processes`)."""
         self._store: Store | None = None
         self._registry: Registry | None = None
         self._dispatcher: Dispatcher | None = None
@@ -80,7 +83,7 @@ class Worker:
         await asyncio.to_thread(self._registry.restore)
         self._dispatcher = Dispatcher(
             self._registry,
-            slots=settings.compute_slots,
+            slots=settings.slots_per_process,
             queue_size=settings.queue_size,
             max_output_bytes=settings.max_output_bytes,
             default_timeout_ms=settings.default_timeout_ms,
@@ -103,7 +106,7 @@ class Worker:
         logger.info(
             "worker ready: %d function(s), %d composition(s), %d compute slot(s), data in %s",
             len(self._registry.functions()), len(self._registry.compositions()),
-            settings.compute_slots, settings.resolved_data_dir,
+            settings.slots_per_process, settings.resolved_data_dir,
         )
 
     def install_demo(self) -> None:

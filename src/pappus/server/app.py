@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -84,9 +85,11 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         return JSON(entry.record.to_json(), status_code=201)
 
     async def list_functions(request: Request) -> Response:
+        await worker.dispatcher.catch_up()
         return JSON({"functions": [f.record.to_json() for f in worker.registry.functions()]})
 
     async def get_function(request: Request) -> Response:
+        await worker.dispatcher.catch_up()
         entry = worker.registry.get(request.path_params["name"])
         if not isinstance(entry, RegisteredFunction):
             raise _not_a("function", request.path_params["name"])
@@ -107,9 +110,11 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         return JSON({"compositions": [e.record.name for e in entries]}, status_code=201)
 
     async def list_compositions(request: Request) -> Response:
+        await worker.dispatcher.catch_up()
         return JSON({"compositions": [c.record.to_json() for c in worker.registry.compositions()]})
 
     async def get_composition(request: Request) -> Response:
+        await worker.dispatcher.catch_up()
         entry = worker.registry.get(request.path_params["name"])
         if not isinstance(entry, RegisteredComposition):
             raise _not_a("composition", request.path_params["name"])
@@ -123,6 +128,7 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
     async def invoke(request: Request) -> Response:
         name = request.path_params["name"]
         try:
+            await worker.dispatcher.catch_up()
             system = worker.registry.system_functions.get(name)
             signature = system if system is not None else worker.registry.get(name).signature
             raw = await read_body(request, limit)
@@ -153,6 +159,8 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
             "slots": s.slots, "queue_capacity": s.queue_capacity, "queued": s.queued,
             "running": s.running, "completed": s.completed, "failed": s.failed,
             "inline": s.inline, "preempted": s.preempted, "apart": s.apart,
+            "process": {"index": worker.process_index, "pid": os.getpid(),
+                        "count": settings.processes},
             "engines": {
                 name: dataclasses.asdict(engine.statistics())
                 for name, engine in worker.registry.engines.items()
@@ -182,11 +190,16 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         worker.metrics.add_gauge(
             "pappus_queue_depth", "Function jobs waiting for a compute slot",
             lambda: worker.dispatcher.statistics().queued)
+        refresher = None
+        if worker.metrics.multiprocess_dir is not None:
+            refresher = asyncio.create_task(_refresh_gauges(worker))
         if on_ready is not None:
             on_ready()
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
             await worker.stop()
 
     routes = [
@@ -212,6 +225,16 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
     )
 
 
+GAUGE_REFRESH_S = 1.0
+"""How stale another server process's gauges (queue depth) may be in a scrape."""
+
+
+async def _refresh_gauges(worker: Worker) -> None:
+    while True:
+        await asyncio.sleep(GAUGE_REFRESH_S)
+        worker.metrics.refresh_gauges()
+
+
 def _not_a(kind: str, name: str) -> PappusError:
     from pappus.errors import NotFound
 
@@ -229,16 +252,63 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings, *, announce: bool = True) -> None:
-    """Run the worker's HTTP server until SIGINT/SIGTERM. Blocking."""
-    worker = Worker(settings)
+    """Run the worker's HTTP server until SIGINT/SIGTERM. Blocking.
+
+    With ``settings.processes > 1``, several server processes under a
+    supervisor (:mod:`pappus.server.processes`); exits non-zero if they fail.
+    """
+    if settings.processes > 1:
+        _serve_processes(settings, announce=announce)
+        return
     sock = bind_socket(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
 
     def ready() -> None:
         if announce:
-            print(f"pappus listening on http://{shown}:{port}", flush=True)
+            _announce(sock)
 
+    _serve_on(sock, Worker(settings), settings, ready)
+
+
+def _announce(sock: socket.socket) -> None:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"pappus listening on http://{shown}:{port}", flush=True)
+
+
+def _serve_processes(settings: Settings, *, announce: bool) -> None:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from prometheus_client.multiprocess import mark_process_dead
+
+    from pappus.server.metrics import Metrics
+    from pappus.server.processes import Supervisor, bind_shared
+
+    metrics_dir = Path(tempfile.mkdtemp(prefix="pappus-metrics-"))
+    sockets = bind_shared(settings.host, settings.port, settings.processes)
+
+    def child_main(index: int, sock: socket.socket, ready: Callable[[], None]) -> None:
+        worker = Worker(settings, metrics=Metrics(multiprocess_dir=metrics_dir),
+                        process_index=index)
+        _serve_on(sock, worker, settings, ready)
+
+    supervisor = Supervisor(
+        sockets, child_main, on_ready=(lambda: _announce(sockets[0])) if announce else (
+            lambda: None),
+        on_child_exit=lambda pid: mark_process_dead(pid, str(metrics_dir)))  # type: ignore[no-untyped-call]
+    try:
+        status = supervisor.run()
+    finally:
+        for sock in sockets:
+            sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    if status:
+        raise SystemExit(status)
+
+
+def _serve_on(sock: socket.socket, worker: Worker, settings: Settings,
+              ready: Callable[[], None]) -> None:
     app = create_app(worker, on_ready=ready)
     if settings.http2:
         _serve_http2(app, sock, settings)

@@ -1,15 +1,21 @@
 """Prometheus metrics, fed by the dispatcher's observer hook.
 
 Each worker owns its own ``CollectorRegistry`` so several workers (tests)
-never share counters.
+never share counters. With ``serve --processes N`` every server process
+writes its values to a shared directory (``prometheus_client``'s multi-process
+mode) and a scrape, whichever process answers it, sums them all.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as prometheus_values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from pappus.engines.base import InvocationResult
 from pappus.invocation import InvocationObserver
@@ -28,10 +34,19 @@ class Metrics(InvocationObserver):
 
     Labelled children are looked up once and kept: ``labels()`` costs a lock
     and several dictionary operations on every call, on the request path.
+
+    ``multiprocess_dir`` switches this *process* to multi-process values in
+    that directory (a server process of ``serve --processes``; it must be set
+    before any metric exists, so only there).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is not None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiprocess_dir)
+            prometheus_values.ValueClass = prometheus_values.MultiProcessValue()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        self._gauges: list[tuple[Gauge, Callable[[], float]]] = []
         self.invocations = Counter(
             "pappus_function_invocations", "Function invocations by function and outcome",
             ["function", "outcome"], registry=self.registry,
@@ -73,10 +88,29 @@ class Metrics(InvocationObserver):
         child.inc()
 
     def add_gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
-        """Expose a value computed at scrape time."""
-        gauge = Gauge(name, documentation, registry=self.registry)
-        gauge.set_function(read)
+        """Expose a value computed at scrape time.
+
+        With several processes, the sum over the live ones: each process sets
+        its own value when scraped and on :meth:`refresh_gauges`.
+        """
+        if self.multiprocess_dir is None:
+            gauge = Gauge(name, documentation, registry=self.registry)
+            gauge.set_function(read)
+            return
+        gauge = Gauge(name, documentation, registry=self.registry, multiprocess_mode="livesum")
+        gauge.set(read())
+        self._gauges.append((gauge, read))
+
+    def refresh_gauges(self) -> None:
+        """Publish this process's current gauge values (multi-process mode)."""
+        for gauge, read in self._gauges:
+            gauge.set(read())
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition (of every server process)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        self.refresh_gauges()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -1,0 +1,156 @@
+"""``serve --processes 2``: two real server processes on one port and one data directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pappus import Client, Item
+from pappus.errors import PappusError
+from tests.server_process import ServerProcess
+
+ATTEMPTS = 200
+"""Fresh connections tried to reach every server process (the kernel picks by hash)."""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "data", "--processes", "2")
+    process.start()
+    yield process
+    process.stop(kill=True)
+
+
+def per_process(url: str, action: str, function: str) -> dict[int, object]:
+    """Do ``action`` on fresh connections until each server process has done it once.
+
+    Each connection first asks ``/v1/stats`` which process it reached, then does
+    the action on the same (kept-alive) connection. Maps process index to result.
+    """
+    results: dict[int, object] = {}
+    for _ in range(ATTEMPTS):
+        with Client(url) as client:
+            index = client.stats()["process"]["index"]
+            if index in results:
+                continue
+            try:
+                if action == "invoke":
+                    out = client.invoke(function, {"stdio": [Item("stdin", 0, b"hi")]})
+                    results[index] = {i.name: i.data for i in out.set("stdio").items}["stdout"]
+                else:
+                    results[index] = [f["name"] for f in client.functions()]
+            except PappusError as error:
+                results[index] = error.type
+        if len(results) == 2:
+            return results
+    raise AssertionError(f"reached only server process(es) {sorted(results)}")
+
+
+def test_every_process_sees_registrations_and_deletions(
+        server: ServerProcess, api_functions: dict[str, bytes]) -> None:
+    with Client(server.url) as client:
+        client.add_function("echo", api_functions["echo"], input_sets=["stdio"],
+                            output_sets=["stdio"])
+    assert per_process(server.url, "list", "echo") == {0: ["echo"], 1: ["echo"]}
+    assert per_process(server.url, "invoke", "echo") == {0: b"hi", 1: b"hi"}
+    with Client(server.url) as client:
+        client.remove_function("echo")
+    assert per_process(server.url, "invoke", "echo") == {0: "not_found", 1: "not_found"}
+
+
+def test_metrics_count_the_invocations_of_every_process(
+        server: ServerProcess, api_functions: dict[str, bytes]) -> None:
+    with Client(server.url) as client:
+        client.add_function("echo", api_functions["echo"], input_sets=["stdio"],
+                            output_sets=["stdio"])
+    served: set[int] = set()
+    invocations = 0
+    while len(served) < 2 or invocations < 10:
+        assert invocations < ATTEMPTS, "one server process was never reached"
+        with Client(server.url) as client:
+            served.add(client.stats()["process"]["index"])
+            client.invoke("echo", {"stdio": [Item("stdin", 0, b"x")]})
+            invocations += 1
+    for _ in range(5):  # whichever process answers the scrape, the totals are the same
+        with Client(server.url) as client:
+            text = client.metrics()
+        count = re.search(
+            r'^pappus_function_invocations_total\{function="echo",outcome="ok"\} (\S+)$', text,
+            re.MULTILINE)
+        assert count is not None, text
+        assert float(count.group(1)) == invocations
+        slots = re.search(r"^pappus_compute_slots (\S+)$", text, re.MULTILINE)
+        assert slots is not None and float(slots.group(1)) >= 2  # one or more per process
+
+
+def test_a_killed_process_is_replaced_and_the_port_keeps_serving(
+        server: ServerProcess, api_functions: dict[str, bytes]) -> None:
+    with Client(server.url) as client:
+        client.add_function("echo", api_functions["echo"], input_sets=["stdio"],
+                            output_sets=["stdio"])
+        victim = client.stats()["process"]
+    os.kill(victim["pid"], signal.SIGKILL)
+    # Connections hashed to the dead process's socket wait in its backlog for the new one.
+    for _ in range(20):
+        with Client(server.url) as client:
+            out = client.invoke("echo", {"stdio": [Item("stdin", 0, b"alive")]})
+            assert {i.name: i.data for i in out.set("stdio").items}["stdout"] == b"alive"
+    deadline = time.monotonic() + 60
+    while True:
+        with Client(server.url) as client:
+            process = client.stats()["process"]
+        if process["index"] == victim["index"] and process["pid"] != victim["pid"]:
+            break
+        assert time.monotonic() < deadline, "the killed server process was not replaced"
+    assert "starting it again" in "".join(server.output)
+
+
+def test_sigterm_stops_every_process(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "--processes", "3")
+    server.start()
+    pids: set[int] = set()
+    for _ in range(ATTEMPTS):
+        with Client(server.url) as client:
+            pids.add(client.stats()["process"]["pid"])
+        if len(pids) == 3:
+            break
+    assert len(pids) == 3
+    assert server.stop() == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_processes_is_validated(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "--processes", "0")
+    with pytest.raises(RuntimeError, match="'processes' must be 1..256"):
+        server.start()
+
+
+def test_killing_the_supervisor_stops_the_server_processes(server: ServerProcess) -> None:
+    pids: set[int] = set()
+    for _ in range(ATTEMPTS):
+        with Client(server.url) as client:
+            pids.add(client.stats()["process"]["pid"])
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2
+    server.stop(kill=True)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "server processes outlived their supervisor"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
