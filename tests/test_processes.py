@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path / "data", "--processes", "2")
     process.start()
     yield process
-    process.stop(kill=True)
+    process.stop()
 
 
 def per_process(url: str, action: str, function: str) -> dict[int, object]:
@@ -129,7 +130,7 @@ def test_sigterm_stops_every_process(tmp_path: Path) -> None:
 
 def test_processes_is_validated(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data", "--processes", "0")
-    with pytest.raises(RuntimeError, match="'processes' must be 1..256"):
+    with pytest.raises(RuntimeError, match=r"'processes' must be 1\.\.256"):
         server.start()
 
 
@@ -154,3 +155,18 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_only_the_metrics_of_dead_supervisors_are_removed(tmp_path: Path) -> None:
+    from pappus.server.multiprocess import remove_orphaned_metrics
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f"pappus-metrics-{dead.pid}-abc"
+    live = tmp_path / f"pappus-metrics-{os.getpid()}-def"
+    unrelated = tmp_path / "pappus-metrics-notapid-x"
+    for directory in (orphan, live, unrelated):
+        directory.mkdir()
+        (directory / "counter_1.db").write_bytes(b"x")
+    assert remove_orphaned_metrics(tmp_path) == [orphan]
+    assert not orphan.exists() and live.exists() and unrelated.exists()

@@ -258,57 +258,29 @@ def serve(settings: Settings, *, announce: bool = True) -> None:
     supervisor (:mod:`pappus.server.processes`); exits non-zero if they fail.
     """
     if settings.processes > 1:
-        _serve_processes(settings, announce=announce)
+        from pappus.server.multiprocess import serve_processes
+
+        serve_processes(settings, announce=announce)
         return
     sock = bind_socket(settings.host, settings.port)
 
     def ready() -> None:
         if announce:
-            _announce(sock)
+            announce_address(sock)
 
-    _serve_on(sock, Worker(settings), settings, ready)
+    serve_on(sock, Worker(settings), settings, ready)
 
 
-def _announce(sock: socket.socket) -> None:
+def announce_address(sock: socket.socket) -> None:
+    """Print the line ``pappus serve`` users and tests wait for."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"pappus listening on http://{shown}:{port}", flush=True)
 
 
-def _serve_processes(settings: Settings, *, announce: bool) -> None:
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from prometheus_client.multiprocess import mark_process_dead
-
-    from pappus.server.metrics import Metrics
-    from pappus.server.processes import Supervisor, bind_shared
-
-    metrics_dir = Path(tempfile.mkdtemp(prefix="pappus-metrics-"))
-    sockets = bind_shared(settings.host, settings.port, settings.processes)
-
-    def child_main(index: int, sock: socket.socket, ready: Callable[[], None]) -> None:
-        worker = Worker(settings, metrics=Metrics(multiprocess_dir=metrics_dir),
-                        process_index=index)
-        _serve_on(sock, worker, settings, ready)
-
-    supervisor = Supervisor(
-        sockets, child_main, on_ready=(lambda: _announce(sockets[0])) if announce else (
-            lambda: None),
-        on_child_exit=lambda pid: mark_process_dead(pid, str(metrics_dir)))  # type: ignore[no-untyped-call]
-    try:
-        status = supervisor.run()
-    finally:
-        for sock in sockets:
-            sock.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    if status:
-        raise SystemExit(status)
-
-
-def _serve_on(sock: socket.socket, worker: Worker, settings: Settings,
-              ready: Callable[[], None]) -> None:
+def serve_on(sock: socket.socket, worker: Worker, settings: Settings,
+             ready: Callable[[], None]) -> None:
+    """Serve ``worker`` on the listening ``sock`` until SIGINT/SIGTERM; ``ready()`` once up."""
     app = create_app(worker, on_ready=ready)
     if settings.http2:
         _serve_http2(app, sock, settings)
