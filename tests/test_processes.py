@@ -53,6 +53,17 @@ def per_process(url: str, action: str, function: str) -> dict[int, object]:
     raise AssertionError(f"reached only server process(es) {sorted(results)}")
 
 
+def server_pids(url: str, count: int) -> set[int]:
+    """The pids of the ``count`` server processes behind ``url``."""
+    pids: set[int] = set()
+    for _ in range(ATTEMPTS):
+        with Client(url) as client:
+            pids.add(client.stats()["process"]["pid"])
+        if len(pids) == count:
+            return pids
+    raise AssertionError(f"reached only {len(pids)} of {count} server processes")
+
+
 def test_every_process_sees_registrations_and_deletions(
         server: ServerProcess, api_functions: dict[str, bytes]) -> None:
     with Client(server.url) as client:
@@ -115,13 +126,7 @@ def test_a_killed_process_is_replaced_and_the_port_keeps_serving(
 def test_sigterm_stops_every_process(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data", "--processes", "3")
     server.start()
-    pids: set[int] = set()
-    for _ in range(ATTEMPTS):
-        with Client(server.url) as client:
-            pids.add(client.stats()["process"]["pid"])
-        if len(pids) == 3:
-            break
-    assert len(pids) == 3
+    pids = server_pids(server.url, 3)
     assert server.stop() == 0
     for pid in pids:
         with pytest.raises(ProcessLookupError):
@@ -135,13 +140,7 @@ def test_processes_is_validated(tmp_path: Path) -> None:
 
 
 def test_killing_the_supervisor_stops_the_server_processes(server: ServerProcess) -> None:
-    pids: set[int] = set()
-    for _ in range(ATTEMPTS):
-        with Client(server.url) as client:
-            pids.add(client.stats()["process"]["pid"])
-        if len(pids) == 2:
-            break
-    assert len(pids) == 2
+    pids = server_pids(server.url, 2)
     server.stop(kill=True)
     deadline = time.monotonic() + 30
     while any(_alive(pid) for pid in pids):
