@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from pappus import Client, Item
 from pappus.errors import PappusError
+from tests.conftest import eventually
 from tests.server_process import ServerProcess
 
 ATTEMPTS = 200
@@ -113,13 +113,13 @@ def test_a_killed_process_is_replaced_and_the_port_keeps_serving(
         with Client(server.url) as client:
             out = client.invoke("echo", {"stdio": [Item("stdin", 0, b"alive")]})
             assert {i.name: i.data for i in out.set("stdio").items}["stdout"] == b"alive"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def replaced() -> bool:
         with Client(server.url) as client:
             process = client.stats()["process"]
-        if process["index"] == victim["index"] and process["pid"] != victim["pid"]:
-            break
-        assert time.monotonic() < deadline, "the killed server process was not replaced"
+        return bool(process["index"] == victim["index"] and process["pid"] != victim["pid"])
+
+    eventually(replaced, 60, describe=lambda: "the killed server process was not replaced")
     assert "starting it again" in "".join(server.output)
 
 
@@ -142,10 +142,8 @@ def test_processes_is_validated(tmp_path: Path) -> None:
 def test_killing_the_supervisor_stops_the_server_processes(server: ServerProcess) -> None:
     pids = server_pids(server.url, 2)
     server.stop(kill=True)
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in pids):
-        assert time.monotonic() < deadline, "server processes outlived their supervisor"
-        time.sleep(0.05)
+    eventually(lambda: not any(_alive(pid) for pid in pids), 30,
+               describe=lambda: "server processes outlived their supervisor")
 
 
 def _alive(pid: int) -> bool:

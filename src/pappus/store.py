@@ -209,14 +209,12 @@ class Store:
         with self._lock:
             return _generation(self._db)
 
-    def repair_hint(self) -> int:
+    def repair_hint(self) -> None:
         """Publish the committed generation (a process may have died before publishing).
 
-        Callers hold :attr:`lock`. Returns the generation.
+        Callers hold :attr:`lock`.
         """
-        generation = self.generation()
-        self.hint.publish(generation)
-        return generation
+        self.hint.publish(self.generation())
 
     def snapshot(self) -> Snapshot:
         """The generation with every function and composition row, read consistently."""

@@ -84,7 +84,6 @@ class _Child:
     ready_fd: int = -1
     started: float = 0.0
     quick_deaths: int = 0
-    ready: bool = False
 
 
 @dataclass
@@ -132,7 +131,6 @@ class Supervisor:
             self._become_server(child.index, write_end)
         os.close(write_end)
         child.pid, child.ready_fd, child.started = pid, read_end, time.monotonic()
-        child.ready = False
         logger.debug("server process %d started (pid %d)", child.index, pid)
 
     def _become_server(self, index: int, ready_fd: int) -> None:
@@ -187,7 +185,6 @@ class Supervisor:
                         raise ProcessStartError(
                             f"server process {child.index} exited while starting "
                             f"({self._reap_status(child)})")
-                    child.ready = True
 
     def _reap_status(self, child: _Child) -> str:
         with contextlib.suppress(ChildProcessError):
