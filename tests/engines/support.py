@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import time
+from pathlib import Path
 
 import wasmtime
 
 from pappus.engines.base import FunctionSpec, InvocationResult, Limits
+from pappus.engines.wasm.ticker import NATIVE_THREAD_NAME
 from pappus.model import DataSet, Item
 from tests.conftest import wait_until
 
@@ -73,3 +77,12 @@ class Heartbeat:
     def stop(self) -> float:
         self._task.cancel()
         return self.longest
+
+
+def native_tickers() -> int:
+    """Live native epoch-ticker threads of this process (by their name in ``/proc``)."""
+    count = 0
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            count += Path(f"/proc/self/task/{tid}/comm").read_text().strip() == NATIVE_THREAD_NAME
+    return count

@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import wasmtime
 
-from pappus.engines.wasm.ticker import LINGER_S, EpochTicker
-from tests.engines.support import wat2wasm
+from pappus.engines.wasm.ticker import (
+    LINGER_S,
+    EpochTicker,
+    NativeEpochTicker,
+    Ticker,
+    create_ticker,
+)
+from tests.engines.support import native_tickers, wat2wasm
+
+MakeTicker = Callable[[wasmtime.Engine, float], Ticker]
+
+
+@pytest.fixture(params=["native", "python"])
+def make_ticker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                ) -> Iterator[MakeTicker]:
+    """Each test runs against both implementations of the one interface."""
+    made: list[Ticker] = []
+    helpers = tmp_path_factory.getbasetemp() / "helpers"
+
+    def make(engine: wasmtime.Engine, tick_s: float) -> Ticker:
+        ticker: Ticker = (NativeEpochTicker(engine, tick_s, helpers)
+                          if request.param == "native" else EpochTicker(engine, tick_s))
+        made.append(ticker)
+        return ticker
+
+    yield make
+    for ticker in made:
+        ticker.close()
 
 
 class Target:
@@ -20,8 +49,8 @@ class Target:
         self.ticks = ticks_beyond_current
 
 
-def test_arming_counts_ticks_to_the_deadline() -> None:
-    ticker = EpochTicker(wasmtime.Engine(), 0.01)
+def test_arming_counts_ticks_to_the_deadline(make_ticker: MakeTicker) -> None:
+    ticker = make_ticker(wasmtime.Engine(), 0.01)
     target = Target()
     with ticker:
         ticker.arm(target, time.monotonic() + 0.1)
@@ -32,8 +61,8 @@ def test_arming_counts_ticks_to_the_deadline() -> None:
     ticker.close()
 
 
-def test_the_epoch_follows_the_clock_not_the_wakeups() -> None:
-    ticker = EpochTicker(wasmtime.Engine(), 0.002)
+def test_the_epoch_follows_the_clock_not_the_wakeups(make_ticker: MakeTicker) -> None:
+    ticker = make_ticker(wasmtime.Engine(), 0.002)
     with ticker:
         started = time.monotonic()
         deadline = started + 0.25
@@ -45,8 +74,8 @@ def test_the_epoch_follows_the_clock_not_the_wakeups() -> None:
     ticker.close()
 
 
-def test_idle_time_does_not_count() -> None:
-    ticker = EpochTicker(wasmtime.Engine(), 0.002)
+def test_idle_time_does_not_count(make_ticker: MakeTicker) -> None:
+    ticker = make_ticker(wasmtime.Engine(), 0.002)
     with ticker:
         time.sleep(0.02)
     time.sleep(LINGER_S + 0.05)  # lingers, then parks
@@ -62,8 +91,8 @@ def test_idle_time_does_not_count() -> None:
     ticker.close()
 
 
-def test_keeps_ticking_briefly_after_the_last_invocation() -> None:
-    ticker = EpochTicker(wasmtime.Engine(), 0.002)
+def test_keeps_ticking_briefly_after_the_last_invocation(make_ticker: MakeTicker) -> None:
+    ticker = make_ticker(wasmtime.Engine(), 0.002)
     with ticker:
         time.sleep(0.01)
     epoch = ticker.epoch
@@ -72,7 +101,7 @@ def test_keeps_ticking_briefly_after_the_last_invocation() -> None:
     ticker.close()
 
 
-def test_stops_a_loop_on_time() -> None:
+def test_stops_a_loop_on_time(make_ticker: MakeTicker) -> None:
     engine_config = wasmtime.Config()
     engine_config.epoch_interruption = True
     engine = wasmtime.Engine(engine_config)
@@ -81,7 +110,7 @@ def test_stops_a_loop_on_time() -> None:
         '(module (func (export "spin") (loop $l (br $l))))'))
     spin = wasmtime.Instance(store, module, []).exports(store)["spin"]
     assert isinstance(spin, wasmtime.Func)
-    ticker = EpochTicker(engine, 0.002)
+    ticker = make_ticker(engine, 0.002)
 
     class StoreTarget:
         def set_epoch_deadline(self, ticks: int) -> None:
@@ -110,3 +139,95 @@ def test_close_is_idempotent_and_refuses_new_work() -> None:
                    and getattr(t, "_target", None) == ticker._run)
     with pytest.raises(ValueError):
         EpochTicker(wasmtime.Engine(), 0)
+
+
+def test_native_close_stops_its_thread_and_refuses_new_work(tmp_path: Path) -> None:
+    before = native_tickers()
+    ticker = NativeEpochTicker(wasmtime.Engine(), 0.002, tmp_path)
+    assert native_tickers() == before  # started by the first invocation
+    with ticker:
+        assert native_tickers() == before + 1
+    ticker.close()
+    ticker.close()
+    assert native_tickers() == before
+    assert "closed" in repr(ticker)
+    with pytest.raises(RuntimeError, match="closed"), ticker:
+        pass
+    with pytest.raises(ValueError):
+        NativeEpochTicker(wasmtime.Engine(), 0, tmp_path)
+
+
+def test_a_dropped_native_ticker_stops_its_thread(tmp_path: Path) -> None:
+    before = native_tickers()
+    ticker = NativeEpochTicker(wasmtime.Engine(), 0.002, tmp_path)
+    with ticker:
+        pass
+    assert native_tickers() == before + 1
+    del ticker  # no close(): the finalizer stops the thread before the engine goes
+    assert native_tickers() == before
+
+
+def _hold_the_gil(stop: threading.Event) -> None:
+    while not stop.is_set():
+        sum(range(5_000_000))  # one C call: holds the GIL for ~50 ms at a time
+
+
+def test_a_loop_stops_on_time_while_another_thread_holds_the_gil(tmp_path: Path) -> None:
+    """The native ticker needs no GIL: the spinning sandbox stops at its deadline even while
+    Python is busy in long C calls, as when a worker decodes a large JSON request body
+    (``json.loads`` of 40 MB holds the GIL ~0.2 s). With the Python ticker, it spun
+    for up to 447 ms of its 200."""
+    engine_config = wasmtime.Config()
+    engine_config.epoch_interruption = True
+    engine = wasmtime.Engine(engine_config)
+    module = wasmtime.Module(engine, wat2wasm('(module (func (export "spin") (loop $l (br $l))))'))
+    ticker = NativeEpochTicker(engine, 0.002, tmp_path)
+    spun_ms: list[float] = []
+
+    def run() -> None:
+        store = wasmtime.Store(engine)
+        spin = wasmtime.Instance(store, module, []).exports(store)["spin"]
+        assert isinstance(spin, wasmtime.Func)
+
+        class StoreTarget:
+            def set_epoch_deadline(self, ticks: int) -> None:
+                store.set_epoch_deadline(ticks)
+
+        with ticker:
+            ticker.arm(StoreTarget(), time.monotonic() + 0.2)
+            began = time.thread_time()  # CPU time: the spin, not waits for the GIL
+            with pytest.raises(wasmtime.Trap):
+                spin(store)
+            spun_ms.append((time.thread_time() - began) * 1e3)
+
+    for _ in range(3):
+        stop = threading.Event()
+        runner = threading.Thread(target=run)
+        runner.start()
+        time.sleep(0.05)  # the loop is spinning (without the GIL) when the hogs start
+        hogs = [threading.Thread(target=_hold_the_gil, args=(stop,)) for _ in range(2)]
+        for hog in hogs:
+            hog.start()
+        runner.join()
+        stop.set()
+        for hog in hogs:
+            hog.join()
+    ticker.close()
+    assert len(spun_ms) == 3
+    assert all(150 <= ms <= 220 for ms in spun_ms), spun_ms
+
+
+
+def test_without_a_compiler_the_python_ticker_is_used_and_said_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no cc, gcc or clang
+    monkeypatch.delenv("CC", raising=False)
+    with caplog.at_level(logging.WARNING, logger="pappus.engines.wasm.ticker"):
+        ticker = create_ticker(wasmtime.Engine(), 0.002, tmp_path / "fresh")
+    assert isinstance(ticker, EpochTicker)
+    assert "Python epoch ticker" in caplog.text and "C compiler" in caplog.text
+    ticker.close()
+    monkeypatch.undo()
+    native = create_ticker(wasmtime.Engine(), 0.002, tmp_path / "fresh")
+    assert isinstance(native, NativeEpochTicker)
+    native.close()

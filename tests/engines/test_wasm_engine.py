@@ -12,7 +12,7 @@ import pytest
 
 from pappus.engines.wasm import WasmEngine
 from pappus.errors import InvocationTimeout, SandboxCrash
-from tests.engines.support import by_name, limits, spec, stdio_set
+from tests.engines.support import by_name, limits, native_tickers, spec, stdio_set
 
 
 def test_two_invocations_run_in_parallel(engine: WasmEngine,
@@ -151,21 +151,17 @@ def test_statistics_and_repr(engine: WasmEngine, wasm_functions: dict[str, bytes
     assert "invocations=2 failures=1" in repr(engine)
 
 
-def _tickers() -> int:
-    return sum(t.name == "pappus-wasm-epoch" and t.is_alive() for t in threading.enumerate())
-
-
 def test_close_stops_the_ticker_and_is_idempotent(wasm_functions: dict[str, bytes]) -> None:
-    before = _tickers()
+    before = native_tickers()
     engine = WasmEngine()
-    assert _tickers() == before  # started lazily
+    assert native_tickers() == before  # started lazily
     artifact = engine.prepare(spec("stdio", wasm_functions["stdio"], ("stdio",), ("stdio",)),
                               None)
     engine.invoke(artifact, [None], limits())
-    assert _tickers() == before + 1
+    assert native_tickers() == before + 1
     engine.close()
     engine.close()
-    assert _tickers() == before
+    assert native_tickers() == before
     with pytest.raises(RuntimeError, match="closed"):
         engine.invoke(artifact, [None], limits())
 

@@ -40,14 +40,15 @@ def create_engines(settings: Settings) -> dict[str, Engine]:
 
     from pappus.engines.wasm import WasmEngine
 
-    engines: dict[str, Engine] = {"wasm": WasmEngine()}
+    helpers = settings.resolved_data_dir / "runner"  # native helpers, built once
+    engines: dict[str, Engine] = {"wasm": WasmEngine(helper_dir=helpers)}
     if sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64"):
         from pappus.engines.process import ProcessEngine
 
-        engines["process"] = ProcessEngine(settings.resolved_data_dir / "runner")
+        engines["process"] = ProcessEngine(helpers)
         from pappus.engines.linux import LinuxEngine
 
-        engines["linux"] = LinuxEngine(settings.resolved_data_dir / "runner")
+        engines["linux"] = LinuxEngine(helpers)
         from pappus.engines.kvm import KvmEngine, kvm_available
 
         if kvm_available():  # absent, like ``process`` elsewhere, where /dev/kvm does not open

@@ -13,8 +13,9 @@
   ``exit_code = n``: the dispatcher, not the engine, decides what a non-zero
   code means.
 * **Deadline**: epoch interruption driven by one ticker thread per engine
-  (:mod:`.ticker`); an infinite loop stops within about one tick (2 ms) plus
-  the ticker's wake-up latency of its deadline → ``timeout``. Measured
+  (:mod:`.ticker`; native, so it never waits for the GIL); an infinite loop
+  stops within about one tick (2 ms) plus the ticker's wake-up latency of its
+  deadline → ``timeout``. Measured
   (``python -m benchmarks.bench_engine``, 100 ms deadline): median 1.6 ms,
   max 2.3 ms late; with two other threads invoking host-call-heavy functions
   flat out, max 7 ms.
@@ -66,7 +67,7 @@ from pappus.engines.wasm.cache import ModuleCache, fingerprint
 from pappus.engines.wasm.interface import check_interface, check_magic
 from pappus.engines.wasm.pooling import DEFAULT_INSTANCES, WASM32_MAX_MEMORY, PoolSettings
 from pappus.engines.wasm.pooling import pooled_engine as _pooled_engine
-from pappus.engines.wasm.ticker import EpochTicker
+from pappus.engines.wasm.ticker import EpochTicker, create_ticker
 from pappus.engines.wasm.wasi import define_wasi, new_state
 from pappus.engines.wasm.wasi_abi import HostCallFailed, ProcExit
 from pappus.errors import (
@@ -112,18 +113,23 @@ class WasmEngine(Engine):
     ``tick_s`` is the epoch period (deadline resolution). ``pool_size`` is the
     number of instance slots of the pooling allocator, i.e. the most sandboxes
     alive at once (more calls wait); ``None`` allocates each instance on demand.
+    ``helper_dir`` caches the native epoch ticker once built (default: the user's
+    cache directory; see :mod:`.ticker`); ``native_ticker=False`` uses the Python
+    one instead (for comparison).
     """
 
     name = "wasm"
 
     def __init__(self, *, tick_s: float = DEFAULT_TICK_S,
-                 pool_size: int | None = DEFAULT_INSTANCES) -> None:
+                 pool_size: int | None = DEFAULT_INSTANCES,
+                 helper_dir: Path | None = None, native_ticker: bool = True) -> None:
         settings = PoolSettings(instances=pool_size) if pool_size else None
         self._engine, self.pool = _pooled_engine(settings)
         self._slots = threading.BoundedSemaphore(self.pool.instances) if self.pool else None
         self._linker = wasmtime.Linker(self._engine)
         self._callbacks = define_wasi(self._linker)  # kept alive as long as the linker
-        self._ticker = EpochTicker(self._engine, tick_s)
+        self._ticker = (create_ticker(self._engine, tick_s, helper_dir) if native_ticker
+                        else EpochTicker(self._engine, tick_s))
         pool_print = self.pool.fingerprint if self.pool else "pool=none"
         self._cache = ModuleCache(self._engine, fingerprint("epoch=1", pool_print))
         self._lock = threading.Lock()
@@ -251,7 +257,8 @@ class WasmEngine(Engine):
         ended = time.perf_counter()
         timings = {"sandbox_start": (started - began) * 1e6,
                    "run": (finished - started) * 1e6, "output": (ended - finished) * 1e6}
-        return InvocationResult(outputs, exit_code, timings)
+        stderr = fs.stderr_tail(STDERR_TAIL_BYTES) if exit_code else b""
+        return InvocationResult(outputs, exit_code, timings, stderr)
 
     # -- observation and shutdown --------------------------------------------------------
 
