@@ -85,6 +85,16 @@ def test_demo_is_preloaded(url: str, capsys: pytest.CaptureFixture[str]) -> None
         "== result/text (key 0, 3 bytes) ==\nCBA\n== result/text (key 0, 3 bytes) ==\nZYX\n")
 
 
+def test_a_demo_function_says_why_it_failed(url: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    greeting = tmp_path / "greeting.txt"  # becomes item "greeting.txt", not "text"
+    greeting.write_text("hi")
+    assert main(["--url", url, "invoke", "upper", "--set", f"in=@{greeting}"]) == EXIT_ERROR
+    printed = capsys.readouterr()
+    assert "exited with code 1" in printed.err
+    assert 'no item named "text"' in printed.err  # its stderr, though stdio is no output set
+
+
 def test_run_locally_without_server(tmp_path: Path, api_functions: dict[str, bytes],
                                     capsys: pytest.CaptureFixture[str]) -> None:
     wasm = tmp_path / "io.wasm"

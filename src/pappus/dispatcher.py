@@ -354,7 +354,7 @@ class Dispatcher:
         for data_set in result.outputs:
             if data_set.name == "stdio":
                 stderr = b"".join(i.data for i in data_set.items if i.name == "stderr")
-        stderr = stderr or getattr(result, "stderr", b"")
+        stderr = stderr or result.stderr  # captured even where stdio is not an output set
         tail = stderr[-STDERR_TAIL_BYTES:].decode("utf-8", "replace")
         return FunctionFailed(
             f"function {name!r} exited with code {result.exit_code}",

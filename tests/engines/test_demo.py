@@ -42,6 +42,22 @@ def test_upper_and_reverse(engine: WasmEngine, demo: dict[str, DemoFunction]) ->
     missing = engine.invoke(prepare(engine, demo["upper"]), [None], limits())
     assert missing.exit_code == 1  # no /in/text
     assert items(missing, "out") == []
+    # stdio is not an output set of the demo functions, yet the reason travels with the exit
+    assert b'no item named "text"' in missing.stderr
+
+
+def test_upper_takes_one_mib_and_refuses_more_aloud(engine: WasmEngine,
+                                                    demo: dict[str, DemoFunction]) -> None:
+    upper = prepare(engine, demo["upper"])
+    largest = engine.invoke(upper, [DataSet("in", (Item("text", 0, b"a" * (1 << 20)),))],
+                            limits())
+    assert largest.exit_code == 0 and largest.stderr == b""
+    assert items(largest, "out") == [("text", 0, b"A" * (1 << 20))]
+    too_large = engine.invoke(upper, [DataSet("in", (Item("text", 0, b"a" * ((1 << 20) + 1)),))],
+                              limits())
+    assert too_large.exit_code == 3
+    assert items(too_large, "out") == []  # never a silently truncated item
+    assert b"larger than its 1 MiB limit" in too_large.stderr
 
 
 def test_wordcount_keeps_names_and_keys(engine: WasmEngine,
@@ -56,6 +72,19 @@ def test_wordcount_keeps_names_and_keys(engine: WasmEngine,
     assert result.exit_code == 0
     assert items(result, "counts") == [
         ("a", 3, b"3\n"), ("dir/b c", 7, b"0\n"), ("big", 2**32 - 1, b"30000\n")]
+
+
+@pytest.mark.parametrize(("text", "exit_code", "reason"), [
+    (DataSet("text", (Item("/".join(["n" * 200] * 25), 0, b"x"),)), 5, b"4000-byte limit"),
+    (DataSet("text", tuple(Item(f"{i:0200}", i, b"x") for i in range(400))), 4,
+     b"64 KiB listing limit"),
+])
+def test_wordcount_says_why_it_fails(engine: WasmEngine, demo: dict[str, DemoFunction],
+                                     text: DataSet | None, exit_code: int,
+                                     reason: bytes) -> None:
+    result = engine.invoke(prepare(engine, demo["wordcount"]), [text], limits())
+    assert result.exit_code == exit_code
+    assert reason in result.stderr
 
 
 def test_the_demo_compositions(engine: WasmEngine, demo: dict[str, DemoFunction]) -> None:

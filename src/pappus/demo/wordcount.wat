@@ -8,9 +8,12 @@
 ;; /counts/<name>@<key> (the "@<key>" suffix sets the output item's key),
 ;; creating sub-directories for names containing "/".
 ;;
+;; Each failure says why on stderr and exits non-zero (1 to 5, below).
+;;
 ;; Memory: 0..63 scratch (iovec at 0, counts at 8, fd at 16, digits at 32),
-;; 64.. constant strings, 256..4351 path buffer, 8192..73727 the keys listing,
-;; 131072..196607 the read buffer.
+;; 64.. constant strings, 256..4351 path buffer, 4480.. messages, 8192..73728 the
+;; keys listing (64 KiB, plus one byte that tells a longer one), 131072..196607
+;; the read buffer.
 (module
   (import "wasi_snapshot_preview1" "path_open"
     (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
@@ -26,10 +29,15 @@
   (data (i32.const 64) ".pappus/keys/text")  ;; 17 bytes
   (data (i32.const 96) "text/")              ;; 5 bytes
   (data (i32.const 112) "counts/")           ;; 7 bytes
+  (data (i32.const 4480) "wordcount: input set \"text\" is absent (no /.pappus/keys/text)\n")  ;; exit 1, 62 bytes
+  (data (i32.const 4608) "wordcount: cannot create an item of output set \"counts\"\n")  ;; exit 2, 56 bytes
+  (data (i32.const 4736) "wordcount: cannot write an output item\n")  ;; exit 3, 39 bytes
+  (data (i32.const 4864) "wordcount: more items than its 64 KiB listing limit\n")  ;; exit 4, 52 bytes
+  (data (i32.const 4992) "wordcount: an item name longer than its 4000-byte limit\n")  ;; exit 5, 56 bytes
 
   (global $PATH i32 (i32.const 256))
   (global $KEYS i32 (i32.const 8192))
-  (global $KEYS_CAP i32 (i32.const 65536))
+  (global $KEYS_CAP i32 (i32.const 65537))
   (global $BUF i32 (i32.const 131072))
   (global $BUF_CAP i32 (i32.const 65536))
 
@@ -50,12 +58,19 @@
       (then (return (i32.const 0))))
     (i32.load (i32.const 8)))
 
+  ;; Write message [ptr, ptr+len) to stderr, then exit with $code.
+  (func $fail (param $ptr i32) (param $len i32) (param $code i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (local.get $code)))
+
   ;; Write [ptr, ptr+len) to $fd (exit 3 on failure).
   (func $write (param $fd i32) (param $ptr i32) (param $len i32)
     (i32.store (i32.const 0) (local.get $ptr))
     (i32.store (i32.const 4) (local.get $len))
     (if (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))
-      (then (call $proc_exit (i32.const 3)))))
+      (then (call $fail (i32.const 4736) (i32.const 39) (i32.const 3)))))
 
   ;; Copy [src, src+len) to dst; returns dst+len.
   (func $copy (param $dst i32) (param $src i32) (param $len i32) (result i32)
@@ -119,7 +134,7 @@
                     (param $key_len i32)
     (local $end i32) (local $fd i32) (local $words i32)
     (if (i32.gt_u (i32.add (local.get $name_len) (local.get $key_len)) (i32.const 4000))
-      (then (return)))  ;; longer than the path buffer: skip
+      (then (call $fail (i32.const 4992) (i32.const 56) (i32.const 5))))  ;; longer than the path buffer
     ;; read /text/<name>
     (local.set $end (call $copy (global.get $PATH) (i32.const 96) (i32.const 5)))
     (local.set $end (call $copy (local.get $end) (local.get $name) (local.get $name_len)))
@@ -138,7 +153,7 @@
     ;; O_CREAT|O_TRUNC, right fd_write
     (local.set $fd (call $open (global.get $PATH) (i32.sub (local.get $end) (global.get $PATH))
                                (i32.const 9) (i64.const 64)))
-    (if (i32.lt_s (local.get $fd) (i32.const 0)) (then (call $proc_exit (i32.const 2))))
+    (if (i32.lt_s (local.get $fd) (i32.const 0)) (then (call $fail (i32.const 4608) (i32.const 56) (i32.const 2))))
     (call $write_decimal (local.get $fd) (local.get $words))
     (drop (call $fd_close (local.get $fd))))
 
@@ -146,7 +161,7 @@
     (local $fd i32) (local $len i32) (local $n i32) (local $p i32) (local $end i32)
     (local $key i32) (local $key_len i32) (local $name i32)
     (local.set $fd (call $open (i32.const 64) (i32.const 17) (i32.const 0) (i64.const 2)))
-    (if (i32.lt_s (local.get $fd) (i32.const 0)) (then (call $proc_exit (i32.const 1))))
+    (if (i32.lt_s (local.get $fd) (i32.const 0)) (then (call $fail (i32.const 4480) (i32.const 62) (i32.const 1))))
     ;; the whole listing (at most 64 KiB)
     (block $full
       (loop $more
@@ -156,6 +171,7 @@
         (local.set $len (i32.add (local.get $len) (local.get $n)))
         (br $more)))
     (drop (call $fd_close (local.get $fd)))
+    (if (i32.gt_u (local.get $len) (i32.const 65536)) (then (call $fail (i32.const 4864) (i32.const 52) (i32.const 4))))
     ;; lines "<key> <name>\n"
     (local.set $p (global.get $KEYS))
     (local.set $end (i32.add (global.get $KEYS) (local.get $len)))

@@ -73,12 +73,16 @@ class InvocationResult:
 
     ``outputs`` holds exactly one set per declared output set, in order
     (empty sets included). ``timings_us`` holds the engine's phases in
-    microseconds, e.g. ``sandbox_start``, ``run``, ``output``.
+    microseconds, e.g. ``sandbox_start``, ``run``, ``output``. ``stderr`` is
+    the tail of what the function wrote to stderr when it exited non-zero,
+    also when ``stdio`` is not a declared output set (the dispatcher quotes it
+    in ``function_error``).
     """
 
     outputs: tuple[DataSet, ...]
     exit_code: int = 0
     timings_us: dict[str, float] = field(default_factory=dict)
+    stderr: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

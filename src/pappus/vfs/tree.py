@@ -310,9 +310,13 @@ class SetFileSystem:
 
     # -- results -------------------------------------------------------------------
 
+    def stderr_tail(self, limit: int) -> bytes:
+        """The last ``limit`` bytes the function wrote to stderr."""
+        return bytes(self.stderr.data[-limit:])
+
     def stderr_detail(self, limit: int) -> dict[str, str]:
         """The last ``limit`` bytes of stderr as error detail (empty if nothing was written)."""
-        tail = bytes(self.stderr.data[-limit:])
+        tail = self.stderr_tail(limit)
         return {"stderr": tail.decode("utf-8", "replace")} if tail else {}
 
     def collect_outputs(self) -> tuple[DataSet, ...]:

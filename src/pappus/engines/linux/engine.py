@@ -59,7 +59,7 @@ from pappus.engines.linux.launcher import (
     start_launcher,
 )
 from pappus.engines.linux.memfd import MemfdRecycler, sealed_memfd
-from pappus.engines.linux.outcome import Ending, judge
+from pappus.engines.linux.outcome import STDERR_TAIL_BYTES, Ending, judge
 from pappus.engines.linux.policy import compile_table, table_for
 from pappus.engines.linux.supervisor import SandboxLimits, Supervisor
 from pappus.engines.process.pool import Runner, RunnerPool, Zygote
@@ -265,7 +265,8 @@ class LinuxEngine(Engine):
                 "output": (done - finished) * 1e6,
                 "emulated_calls": float(supervisor.calls),
             }
-            return InvocationResult(outputs, exit_code, timings)
+            stderr = fs.stderr_tail(STDERR_TAIL_BYTES) if exit_code else b""
+            return InvocationResult(outputs, exit_code, timings, stderr)
         raise EngineUnavailable(
             f"the linux engine's launchers died before starting the program, "
             f"{LAUNCH_ATTEMPTS} times in a row", engine="linux")
