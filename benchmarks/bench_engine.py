@@ -18,6 +18,7 @@ import threading
 import time
 
 import wasmtime
+from tests.engines.support import run_beside_gil_holders
 
 from benchmarks.stats import percentile, summary_us
 from benchmarks.trivial import bare_module, trivial_module
@@ -121,11 +122,6 @@ def _overshoots(engine: WasmEngine, artifact: Artifact, samples: int,
     return overshoots
 
 
-def _hold_the_gil(stop: threading.Event) -> None:
-    while not stop.is_set():
-        sum(range(5_000_000))  # one C call holding the GIL ~50 ms, like json.loads of 10 MB
-
-
 def measure_spin_past_deadline(samples: int, *, native_ticker: bool, timeout_s: float = 0.2,
                                hogs: int = 2) -> list[float]:
     """CPU time an infinite loop runs past its deadline while ``hogs`` threads hold the GIL.
@@ -148,17 +144,7 @@ def measure_spin_past_deadline(samples: int, *, native_ticker: bool, timeout_s: 
 
     try:
         for _ in range(samples):
-            stop = threading.Event()
-            runner = threading.Thread(target=run)
-            runner.start()
-            time.sleep(timeout_s / 4)
-            holders = [threading.Thread(target=_hold_the_gil, args=(stop,)) for _ in range(hogs)]
-            for holder in holders:
-                holder.start()
-            runner.join()
-            stop.set()
-            for holder in holders:
-                holder.join()
+            run_beside_gil_holders(run, head_start_s=timeout_s / 4, holders=hogs)
     finally:
         engine.close()
     return past

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import wasmtime
@@ -86,3 +88,27 @@ def native_tickers() -> int:
         with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
             count += Path(f"/proc/self/task/{tid}/comm").read_text().strip() == NATIVE_THREAD_NAME
     return count
+
+
+def hold_the_gil(stop: threading.Event) -> None:
+    """Until ``stop``: one C call after another, each holding the GIL ~50 ms (as
+    ``json.loads`` of a 10 MB body does)."""
+    while not stop.is_set():
+        sum(range(5_000_000))
+
+
+def run_beside_gil_holders(run: Callable[[], None], head_start_s: float,
+                           holders: int = 2) -> None:
+    """Run ``run`` on a thread; ``head_start_s`` later, start ``holders`` threads that hold
+    the GIL until it returns."""
+    stop = threading.Event()
+    runner = threading.Thread(target=run)
+    runner.start()
+    time.sleep(head_start_s)
+    hogs = [threading.Thread(target=hold_the_gil, args=(stop,)) for _ in range(holders)]
+    for hog in hogs:
+        hog.start()
+    runner.join()
+    stop.set()
+    for hog in hogs:
+        hog.join()

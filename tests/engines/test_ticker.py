@@ -18,7 +18,7 @@ from pappus.engines.wasm.ticker import (
     Ticker,
     create_ticker,
 )
-from tests.engines.support import native_tickers, wat2wasm
+from tests.engines.support import native_tickers, run_beside_gil_holders, wat2wasm
 
 MakeTicker = Callable[[wasmtime.Engine, float], Ticker]
 
@@ -167,11 +167,6 @@ def test_a_dropped_native_ticker_stops_its_thread(tmp_path: Path) -> None:
     assert native_tickers() == before
 
 
-def _hold_the_gil(stop: threading.Event) -> None:
-    while not stop.is_set():
-        sum(range(5_000_000))  # one C call: holds the GIL for ~50 ms at a time
-
-
 def test_a_loop_stops_on_time_while_another_thread_holds_the_gil(tmp_path: Path) -> None:
     """The native ticker needs no GIL: the spinning sandbox stops at its deadline even while
     Python is busy in long C calls, as when a worker decodes a large JSON request body
@@ -200,21 +195,13 @@ def test_a_loop_stops_on_time_while_another_thread_holds_the_gil(tmp_path: Path)
                 spin(store)
             spun_ms.append((time.thread_time() - began) * 1e3)
 
-    for _ in range(3):
-        stop = threading.Event()
-        runner = threading.Thread(target=run)
-        runner.start()
-        time.sleep(0.05)  # the loop is spinning (without the GIL) when the hogs start
-        hogs = [threading.Thread(target=_hold_the_gil, args=(stop,)) for _ in range(2)]
-        for hog in hogs:
-            hog.start()
-        runner.join()
-        stop.set()
-        for hog in hogs:
-            hog.join()
+    for _ in range(3):  # the loop is spinning (without the GIL) when the holders start
+        run_beside_gil_holders(run, head_start_s=0.05)
     ticker.close()
     assert len(spun_ms) == 3
-    assert all(150 <= ms <= 220 for ms in spun_ms), spun_ms
+    # CPU time: a busy machine may give the loop less than 200 ms of it, never more than
+    # its deadline allows
+    assert all(ms <= 220 for ms in spun_ms) and max(spun_ms) >= 100, spun_ms
 
 
 
