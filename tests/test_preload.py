@@ -71,3 +71,27 @@ def test_an_invalid_preload_stops_start_up_with_its_reason(tmp_path: Path) -> No
         capture_output=True, text=True, timeout=60, check=False)
     assert finished.returncode == 2
     assert "ctxSize must be a positive integer" in finished.stderr
+
+
+def test_the_demo_keeps_a_different_function_of_its_name_and_says_so(tmp_path: Path) -> None:
+    from pappus.demo import load_demo
+
+    reverse = next(f for f in load_demo() if f.name == "reverse")
+    data = tmp_path / "data"
+    server = ServerProcess(data)
+    server.start()
+    try:
+        with Client(server.url) as client:  # the user's own "upper" (it reverses)
+            client.add_function("upper", reverse.binary, input_sets=["in"], output_sets=["out"])
+    finally:
+        server.stop()
+    server = ServerProcess(data, "--demo")
+    server.start()
+    try:
+        with Client(server.url) as client:
+            result = client.invoke("upper", {"in": [Item("text", 0, b"abc")]})
+            assert result.set("out").items[0].data == b"cba"  # kept, never overwritten
+    finally:
+        server.stop()
+    assert any("demo function upper: a different function of that name is registered"
+               in line for line in server.output), server.output

@@ -7,6 +7,7 @@ start. It owns every long-lived resource and releases them in ``stop``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Mapping
 
@@ -18,7 +19,7 @@ from pappus.dispatcher import Dispatcher
 from pappus.engines import create_engines
 from pappus.engines.base import Engine
 from pappus.errors import Conflict
-from pappus.registry import FunctionRegistration, Registry
+from pappus.registry import FunctionRegistration, RegisteredFunction, Registry
 from pappus.server.metrics import Metrics
 from pappus.store import Store
 
@@ -123,7 +124,15 @@ class Worker:
                     )
                 )
             except Conflict:
-                logger.debug("demo function %s already registered", demo.name)
+                entry = registry.get(demo.name)
+                digest = hashlib.sha256(demo.binary).hexdigest()
+                if not (isinstance(entry, RegisteredFunction) and entry.record.sha256 == digest):
+                    # Never overwritten: it may be the user's own function of that name.
+                    logger.warning("demo function %s: a different function of that name is "
+                                   "registered and is kept; delete it to get this version's "
+                                   "demo", demo.name)
+                else:
+                    logger.debug("demo function %s already registered", demo.name)
         try:
             registry.add_compositions(DEMO_COMPOSITION)
         except Conflict:
