@@ -144,7 +144,7 @@ def measure_spin_past_deadline(samples: int, *, native_ticker: bool, timeout_s: 
 
     try:
         for _ in range(samples):
-            run_beside_gil_holders(run, head_start_s=timeout_s / 4, holders=hogs)
+            run_beside_gil_holders(run, spinning_for_s=timeout_s / 10, holders=hogs)
     finally:
         engine.close()
     return past

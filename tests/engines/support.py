@@ -16,7 +16,7 @@ import wasmtime
 from pappus.engines.base import FunctionSpec, InvocationResult, Limits
 from pappus.engines.wasm.ticker import NATIVE_THREAD_NAME
 from pappus.model import DataSet, Item
-from tests.conftest import wait_until
+from tests.conftest import eventually, wait_until
 
 MiB = 1024 * 1024
 
@@ -97,14 +97,24 @@ def hold_the_gil(stop: threading.Event) -> None:
         sum(range(5_000_000))
 
 
-def run_beside_gil_holders(run: Callable[[], None], head_start_s: float,
+def run_beside_gil_holders(run: Callable[[], None], spinning_for_s: float,
                            holders: int = 2) -> None:
-    """Run ``run`` on a thread; ``head_start_s`` later, start ``holders`` threads that hold
-    the GIL until it returns."""
+    """Run ``run`` on a thread; once that thread has used ``spinning_for_s`` of CPU (its
+    sandbox is spinning, without the GIL), start ``holders`` threads that hold the GIL
+    until it returns."""
     stop = threading.Event()
     runner = threading.Thread(target=run)
     runner.start()
-    time.sleep(head_start_s)
+    assert runner.ident is not None
+    clock = time.pthread_getcpuclockid(runner.ident)
+
+    def spinning() -> bool:
+        try:
+            return time.clock_gettime(clock) >= spinning_for_s
+        except OSError:  # the thread has ended already
+            return True
+
+    eventually(spinning)
     hogs = [threading.Thread(target=hold_the_gil, args=(stop,)) for _ in range(holders)]
     for hog in hogs:
         hog.start()

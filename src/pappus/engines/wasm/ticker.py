@@ -264,6 +264,8 @@ class NativeEpochTicker:
 
     def arm(self, target: Armable, deadline: float) -> None:
         """As :meth:`EpochTicker.arm`: a tick between reading and arming moves it later."""
+        if self._handle is None:  # the view's memory is freed with the ticker
+            raise RuntimeError("the wasm engine is closed")
         view = self._view
         epoch, origin = view.epoch, view.origin_ns / 1e9
         target.set_epoch_deadline(_ticks_to(deadline, origin, self.tick_s, epoch))
