@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import threading
 import time
@@ -97,24 +98,47 @@ def hold_the_gil(stop: threading.Event) -> None:
         sum(range(5_000_000))
 
 
-def run_beside_gil_holders(run: Callable[[], None], spinning_for_s: float,
-                           holders: int = 2) -> None:
-    """Run ``run`` on a thread; once that thread has used ``spinning_for_s`` of CPU (its
-    sandbox is spinning, without the GIL), start ``holders`` threads that hold the GIL
-    until it returns."""
+def thread_cpu_s(thread: threading.Thread) -> float:
+    """CPU time ``thread`` has used (its sandbox spins on it, without the GIL); inf once it
+    has ended."""
+    assert thread.ident is not None
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    except OSError:  # the thread has ended already
+        return math.inf
+
+
+def busiest_child_cpu_s(thread: threading.Thread) -> float:
+    """The most CPU time any live child process of this one has used (a sandbox process
+    spinning); inf once ``thread`` has ended."""
+    if not thread.is_alive():
+        return math.inf
+    me, busiest = os.getpid(), 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, ..., utime, stime
+        if int(fields[1]) == me:
+            busiest = max(busiest, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS)
+    return busiest
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def run_beside_gil_holders(run: Callable[[], None], spinning_for_s: float, holders: int = 2,
+                           cpu_s: Callable[[threading.Thread], float] = thread_cpu_s) -> None:
+    """Run ``run`` on a thread; once its sandbox has used ``spinning_for_s`` of CPU
+    (``cpu_s``: on that thread, or in a child process), start ``holders`` threads that hold
+    the GIL until ``run`` returns."""
     stop = threading.Event()
     runner = threading.Thread(target=run)
     runner.start()
-    assert runner.ident is not None
-    clock = time.pthread_getcpuclockid(runner.ident)
-
-    def spinning() -> bool:
-        try:
-            return time.clock_gettime(clock) >= spinning_for_s
-        except OSError:  # the thread has ended already
-            return True
-
-    eventually(spinning)
+    eventually(lambda: cpu_s(runner) >= spinning_for_s)
     hogs = [threading.Thread(target=hold_the_gil, args=(stop,)) for _ in range(holders)]
     for hog in hogs:
         hog.start()

@@ -52,5 +52,5 @@ def create_engines(settings: Settings) -> dict[str, Engine]:
         from pappus.engines.kvm import KvmEngine, kvm_available
 
         if kvm_available():  # absent, like ``process`` elsewhere, where /dev/kvm does not open
-            engines["kvm"] = KvmEngine()
+            engines["kvm"] = KvmEngine(helpers)
     return engines

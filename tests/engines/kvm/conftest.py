@@ -69,8 +69,8 @@ def kvm_functions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def kvm_engine() -> Iterator[KvmEngine]:
-    engine = KvmEngine()
+def kvm_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvmEngine]:
+    engine = KvmEngine(tmp_path_factory.mktemp("kvm-helpers"))
     yield engine
     engine.close()
 

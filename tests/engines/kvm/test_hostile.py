@@ -8,6 +8,7 @@ SDK's kvm target) on a real /dev/kvm, then a normal matmul on the same engine
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ import pappus
 from pappus.engines.kvm import KvmArtifact, KvmEngine
 from pappus.engines.kvm.guest import GuestLayout
 from tests.engines.kvm.support import MEMORY, check_matmul, limits, run_mode
+from tests.engines.support import run_beside_gil_holders
 
 LAYOUT = GuestLayout(MEMORY)
 DIVIDE, DEBUG_TRAP, INVALID_OPCODE, GENERAL_PROTECTION, PAGE_FAULT = 0, 3, 6, 13, 14
@@ -93,6 +95,26 @@ def test_infinite_loop_times_out_within_100_ms_of_the_deadline(
         check_matmul(kvm_engine, matmul, seed=2)
 
 
+def test_a_loop_is_kicked_out_on_time_while_other_threads_hold_the_gil(
+    kvm_engine: KvmEngine, hostile: KvmArtifact
+) -> None:
+    """The native deadline thread kicks the vCPU without waiting for the GIL, which two
+    threads hold in long C calls (as when decoding large JSON bodies). The guest's time
+    is the vCPU thread's CPU time (KVM_RUN runs on it)."""
+    spun_ms: list[float] = []
+
+    def run() -> None:
+        began = time.thread_time()
+        with pytest.raises(pappus.InvocationTimeout):
+            run_mode(kvm_engine, hostile, "loop", bounds=limits(timeout_s=0.2))
+        spun_ms.append((time.thread_time() - began) * 1e3)
+
+    for _ in range(3):  # the holders start once the guest is spinning
+        run_beside_gil_holders(run, spinning_for_s=0.02)
+    assert len(spun_ms) == 3
+    assert all(ms <= 220 for ms in spun_ms) and max(spun_ms) >= 100, spun_ms
+
+
 def test_deadline_already_passed_is_a_timeout(
     kvm_engine: KvmEngine, hostile: KvmArtifact, matmul: KvmArtifact
 ) -> None:
@@ -101,11 +123,12 @@ def test_deadline_already_passed_is_a_timeout(
     check_matmul(kvm_engine, matmul, seed=3)
 
 
-def test_machines_are_reused_across_hostile_guests(kvm_functions: dict[str, bytes]) -> None:
+def test_machines_are_reused_across_hostile_guests(kvm_functions: dict[str, bytes],
+                                                   tmp_path: Path) -> None:
     """Faults and timeouts do not cost the machine: one VM serves them all."""
     from tests.engines.kvm.support import prepare
 
-    engine = KvmEngine()
+    engine = KvmEngine(tmp_path)
     try:
         hostile = prepare(engine, "hostile", kvm_functions["hostile"])
         matmul = prepare(engine, "matmul", kvm_functions["matmul"])

@@ -14,6 +14,8 @@ from __future__ import annotations
 import concurrent.futures
 import struct
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +30,9 @@ DIRECTION_FLAG, ALIGNMENT_CHECK = 1 << 10, 1 << 18
 
 
 @pytest.fixture
-def engine() -> KvmEngine:
-    fresh = KvmEngine()
-    yield fresh  # type: ignore[misc]
+def engine(tmp_path: Path) -> Iterator[KvmEngine]:
+    fresh = KvmEngine(tmp_path)
+    yield fresh
     fresh.close()
 
 

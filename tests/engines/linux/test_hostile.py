@@ -16,6 +16,7 @@ import errno
 import hashlib
 import os
 import random
+import resource
 import socket
 import threading
 import time
@@ -42,6 +43,7 @@ from tests.engines.linux.support import (
     build_with_each_compiler,
     busybox_binary,
 )
+from tests.engines.support import busiest_child_cpu_s, run_beside_gil_holders
 
 HOSTILE = r"""
 #define _GNU_SOURCE
@@ -447,6 +449,28 @@ def test_infinite_loop_is_stopped_at_the_deadline(sandbox: Sandbox,
     with pytest.raises(InvocationTimeout):
         sandbox.run(hostile["musl-gcc"], ["hostile", "spin"], timeout_s=timeout)
     assert time.monotonic() - started < timeout + 0.2
+
+
+def test_a_loop_is_killed_on_time_while_other_threads_hold_the_gil(
+        sandbox: Sandbox, hostile: dict[str, bytes]) -> None:
+    """The native deadline thread sends the kill, without waiting for the GIL that two
+    threads hold in long C calls (as when decoding large JSON bodies)."""
+    spun_ms: list[float] = []
+
+    def run() -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with pytest.raises(InvocationTimeout):
+            sandbox.run(hostile["musl-gcc"], ["hostile", "spin"], timeout_s=0.2)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped: the spinner's CPU
+        spun_ms.append((after.ru_utime + after.ru_stime - before.ru_utime
+                        - before.ru_stime) * 1e3)
+
+    with pytest.raises(InvocationTimeout):  # warm: nothing is built during the measured runs
+        sandbox.run(hostile["musl-gcc"], ["hostile", "spin"], timeout_s=0.05)
+    for _ in range(3):  # the holders start once the program is spinning
+        run_beside_gil_holders(run, spinning_for_s=0.02, cpu_s=busiest_child_cpu_s)
+    assert len(spun_ms) == 3
+    assert all(ms <= 220 for ms in spun_ms) and max(spun_ms) >= 100, spun_ms
 
 
 def test_a_loop_of_emulated_calls_is_stopped_at_the_deadline(sandbox: Sandbox,

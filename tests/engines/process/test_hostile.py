@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import resource
 import signal
 import time
 
@@ -37,6 +38,7 @@ from tests.engines.process.support import (
     prepare,
     run_mode,
 )
+from tests.engines.support import busiest_child_cpu_s, run_beside_gil_holders
 
 X86_64 = "0xc000003e"
 I386 = "0x40000003"
@@ -164,6 +166,30 @@ def test_infinite_loop_is_killed_at_its_deadline(process_engine: ProcessEngine,
     assert stopped >= bounds.deadline, "the function was stopped before its deadline"
     assert stopped - bounds.deadline <= 0.1, \
         f"stopped {stopped - bounds.deadline:.3f} s after the deadline"
+    assert_no_stray_runners(process_engine.pool.size)
+
+
+def test_a_loop_is_killed_on_time_while_other_threads_hold_the_gil(
+        process_engine: ProcessEngine, hostile: ProcessArtifact) -> None:
+    """The native deadline thread sends the kill: it does not wait for the GIL, which two
+    threads hold in long C calls (as when decoding large JSON bodies). When the waiting
+    thread sent it, the loop used up to 421 ms of CPU for its 200 ms deadline."""
+    spun_ms: list[float] = []
+
+    def run() -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with pytest.raises(InvocationTimeout):
+            run_mode(process_engine, hostile, "loop", limits(timeout_s=0.2))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped: the spinner's CPU
+        spun_ms.append((after.ru_utime + after.ru_stime - before.ru_utime
+                        - before.ru_stime) * 1e3)
+
+    with pytest.raises(InvocationTimeout):  # warm: nothing is built during the measured runs
+        run_mode(process_engine, hostile, "loop", limits(timeout_s=0.05))
+    for _ in range(3):  # the holders start once the runner is spinning
+        run_beside_gil_holders(run, spinning_for_s=0.02, cpu_s=busiest_child_cpu_s)
+    assert len(spun_ms) == 3
+    assert all(ms <= 220 for ms in spun_ms) and max(spun_ms) >= 100, spun_ms
     assert_no_stray_runners(process_engine.pool.size)
 
 

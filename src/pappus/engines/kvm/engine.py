@@ -16,8 +16,8 @@
   :meth:`.vm.Machine.start`). A machine whose vCPU ended in a state KVM
   could not continue from (triple fault, internal error) is discarded.
 * **Deadline**: :mod:`.watchdog` kicks the vCPU out at the deadline →
-  ``timeout``. **Memory**: the context is the guest's only memory; nothing
-  else is mapped.
+  ``timeout``, from the native deadline thread (no wait for the GIL).
+  **Memory**: the context is the guest's only memory; nothing else is mapped.
 * **Outcomes**: normal exit → outputs read back with the process engine's
   checks (:func:`~pappus.engines.process.layout.read_outputs`); SDK exit code
   259 → ``out_of_memory``; any fault or unexpected exit → ``crash`` with the
@@ -52,7 +52,7 @@ from pappus.engines.kvm.vm import (
     open_kvm,
     supported_cpuid,
 )
-from pappus.engines.kvm.watchdog import Watchdog, block_kick_signal
+from pappus.engines.kvm.watchdog import block_kick_signal, create_watchdog
 from pappus.engines.process import layout
 from pappus.engines.process.elf import FUNCTION_BASE, FunctionImage, load_image
 from pappus.errors import (
@@ -101,7 +101,8 @@ class KvmEngine(Engine):
 
     name = "kvm"
 
-    def __init__(self) -> None:
+    def __init__(self, helper_dir: Path | None = None) -> None:
+        """``helper_dir``: where the native deadline thread's library is built and cached."""
         try:
             self._kvm = open_kvm()
             self._cpuid = supported_cpuid(self._kvm)
@@ -112,7 +113,7 @@ class KvmEngine(Engine):
         self._lock = threading.Lock()
         self._idle: dict[int, list[Machine]] = {}
         self._system_pages: dict[int, bytes] = {}
-        self._watchdog = Watchdog()
+        self._watchdog = create_watchdog(helper_dir)
         self._counters = InvocationCounters(self.name)
         self._closed = False
         self.machines_created = 0
@@ -221,7 +222,7 @@ class KvmEngine(Engine):
         try:
             while True:
                 reason = machine.enter()
-                if reason != abi.EXIT_INTR or watch.fired:
+                if reason != abi.EXIT_INTR or machine.kicked:
                     break
                 signal.sigtimedwait({KICK_SIGNAL}, 0)  # a stray kick: never leave it pending
         finally:

@@ -133,6 +133,9 @@ class Machine:
         self.vm = self.vcpu = -1
         self.memory = 0
         self.run: mmap.mmap | None = None
+        self.immediate_exit_address = 0
+        """Where ``kvm_run.immediate_exit`` is, for the native deadline thread's kick (0
+        once closed)."""
         self.written: list[tuple[int, int]] = []
         """Ranges the engine wrote since the last reset (the dirty log does not see them)."""
         try:
@@ -176,6 +179,9 @@ class Machine:
         self.vcpu = _ioctl(self.vm, abi.KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")
         run_size = _ioctl(kvm, abi.KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
         self.run = mmap.mmap(self.vcpu, run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        flag = ctypes.c_uint8.from_buffer(self.run, abi.RUN_IMMEDIATE_EXIT)
+        self.immediate_exit_address = ctypes.addressof(flag)
+        del flag  # no export left on the mapping: close() can unmap it
         _ioctl(self.vcpu, abi.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
         _ioctl(self.vcpu, abi.KVM_SET_XCRS, abi.XCRS.pack(1, 0, 0, 0, _xcr0(cpuid)), "KVM_SET_XCRS")
         others = {s for s in range(1, signal.NSIG) if s != KICK_SIGNAL}
@@ -247,6 +253,11 @@ class Machine:
         if self.run is not None:
             self.run[abi.RUN_IMMEDIATE_EXIT] = 0
 
+    @property
+    def kicked(self) -> bool:
+        """Whether a kick was made since :meth:`clear_kick` (only the watchdog kicks)."""
+        return self.run is not None and self.run[abi.RUN_IMMEDIATE_EXIT] == 1
+
     def registers(self) -> tuple[int, ...]:
         """The general registers at the last exit (rax ... rip, rflags)."""
         if self.run is None:
@@ -287,6 +298,7 @@ class Machine:
         if self.run is not None:
             self.run.close()
             self.run = None
+            self.immediate_exit_address = 0
         for fd in (self.vcpu, self.vm):
             if fd >= 0:
                 with contextlib.suppress(OSError):

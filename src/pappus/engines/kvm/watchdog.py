@@ -1,14 +1,23 @@
 """The deadline, enforced without the guest's cooperation: one watchdog thread for all vCPUs.
 
-An invocation registers its deadline with :meth:`Watchdog.watch` before it
-enters the guest. The watchdog sleeps until the earliest deadline; when one
-passes while its guest still runs, it sets ``immediate_exit`` in that vCPU's
+An invocation registers its deadline with ``watch`` before it enters the
+guest. The watchdog sleeps until the earliest deadline; when one passes while
+its guest still runs, it sets ``immediate_exit`` in that vCPU's
 ``kvm_run`` page and sends :data:`~pappus.engines.kvm.vm.KICK_SIGNAL` to the
 vCPU's thread. The signal ends a ``KVM_RUN`` in progress (``EINTR``);
 ``immediate_exit`` ends one that had not started yet. The signal is blocked
 in vCPU threads except while ``KVM_RUN`` runs (``KVM_SET_SIGNAL_MASK``), so
 it is never delivered as such — no handler, no Python code in the signal
-path — and :meth:`Watchdog.finish` consumes it if it is left pending.
+path — and ``finish`` consumes it if it is left pending.
+
+Two implementations of that interface (:class:`Kicker`):
+
+* :class:`NativeWatchdog` (the default): the worker's native deadline thread
+  (:mod:`pappus.engines.deadlines`), which never needs the GIL, so a guest
+  stops at its deadline whatever the interpreter is doing;
+* :class:`Watchdog`: the same in a Python thread, used when no C compiler is
+  available to build the native one (a warning says so); it is late by as long
+  as another thread holds the GIL.
 
 Deadlines rarely get earlier than the one the thread sleeps for (they are
 usually "now + the same timeout"), so registering seldom wakes the thread.
@@ -18,12 +27,19 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
+from pappus.engines import deadlines, native_build
 from pappus.engines.kvm.vm import KICK_SIGNAL, Machine
+from pappus.errors import EngineUnavailable
+
+logger = logging.getLogger(__name__)
 
 PRUNE_AT = 1024
 """Finished entries tolerated in the heap before it is rebuilt without them."""
@@ -81,8 +97,9 @@ class Watchdog:
                 self._condition.notify()
         return entry
 
-    def finish(self, entry: Watch) -> bool:
+    def finish(self, entry: object) -> bool:
         """The run is over: stop watching it. Returns whether the deadline fired."""
+        assert isinstance(entry, Watch)
         with self._condition:
             entry.done = True
             fired = entry.fired
@@ -94,10 +111,7 @@ class Watchdog:
                 heapq.heapify(self._heap)
                 self._finished = 0
         if fired:
-            # The kick may have arrived after KVM_RUN returned: consume it, or the
-            # thread's next KVM_RUN would be interrupted at once.
-            signal.sigtimedwait({KICK_SIGNAL}, 0)
-            entry.machine.clear_kick()
+            _consume_kick(entry.machine)
         return fired
 
     def _loop(self) -> None:
@@ -130,3 +144,72 @@ class Watchdog:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+
+def _consume_kick(machine: Machine) -> None:
+    # The kick may have arrived after KVM_RUN returned: consume it, or the
+    # thread's next KVM_RUN would be interrupted at once.
+    signal.sigtimedwait({KICK_SIGNAL}, 0)
+    machine.clear_kick()
+
+
+class Kicker(Protocol):
+    """What the engine needs of a watchdog."""
+
+    def watch(self, deadline: float, machine: Machine) -> object:
+        """Register the calling thread's run of ``machine``, to be stopped at ``deadline``."""
+
+    def finish(self, entry: object) -> bool:
+        """The run is over: stop watching it. Returns whether the deadline fired."""
+
+    def close(self) -> None:
+        """Stop watching anything. Idempotent."""
+
+
+@dataclass(slots=True)
+class NativeWatch:
+    """One run watched by :class:`NativeWatchdog`."""
+
+    watch: deadlines.Watch
+    machine: Machine
+
+
+class NativeWatchdog:
+    """Kicks vCPUs out at their deadlines from the native deadline thread (no GIL needed)."""
+
+    def __init__(self, watchdog: deadlines.DeadlineWatchdog) -> None:
+        self._watchdog = watchdog
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<NativeWatchdog {self._watchdog!r}>"
+
+    def watch(self, deadline: float, machine: Machine) -> NativeWatch:
+        """As :meth:`Watchdog.watch` (finish it before the machine is closed)."""
+        if self._closed:
+            raise RuntimeError("the watchdog is closed")
+        return NativeWatch(self._watchdog.kick_at(deadline, machine.immediate_exit_address,
+                                                  threading.get_ident(), KICK_SIGNAL), machine)
+
+    def finish(self, entry: object) -> bool:
+        """As :meth:`Watchdog.finish`."""
+        assert isinstance(entry, NativeWatch)
+        fired = entry.watch.cancel()
+        if fired:
+            _consume_kick(entry.machine)
+        return fired
+
+    def close(self) -> None:
+        """Refuse new runs (the shared thread serves the rest of the worker). Idempotent."""
+        self._closed = True
+
+
+def create_watchdog(helper_dir: Path | None) -> Kicker:
+    """The native watchdog, or the Python one (with a warning) if it cannot be built."""
+    try:
+        shared = deadlines.shared_watchdog(helper_dir or native_build.default_cache_dir(), "kvm")
+    except EngineUnavailable as exc:
+        logger.warning("kvm engine: using a Python watchdog, whose deadlines can be late "
+                       "while another thread holds the GIL: %s", exc)
+        return Watchdog()
+    return NativeWatchdog(shared)

@@ -20,7 +20,10 @@
   without the GIL (:mod:`.fastpath`).
 * **Limits**: ``RLIMIT_AS`` = the memory bound (mmap is also checked by the
   supervisor so running out is seen: ``out_of_memory``); the deadline kills
-  the process from outside (``timeout``), ``RLIMIT_CPU`` is a second bound;
+  the process from outside (``timeout``): the worker's native deadline thread
+  (:mod:`pappus.engines.deadlines`) sends the ``SIGKILL`` without waiting for
+  the GIL, the supervisor also kills it once it sees the deadline pass, and
+  ``RLIMIT_CPU`` is a third bound;
   output beyond ``max_output_bytes`` ends the run (``bad_output``); a call the
   table kills is ``forbidden_syscall`` naming it; a fatal signal is ``crash``.
 * **Result**: the output sets and the program's exit status as ``exit_code``.
@@ -47,6 +50,7 @@ from pappus.engines.base import (
     InvocationResult,
     Limits,
 )
+from pappus.engines.deadlines import shared_watchdog
 from pappus.engines.linux import fastpath
 from pappus.engines.linux.elf import StaticExecutable, check_static_executable
 from pappus.engines.linux.launcher import (
@@ -298,7 +302,13 @@ class LinuxEngine(Engine):
                                     on_exec=functools.partial(self._exec_started, artifact),
                                     fast_path=self._fast_path(launcher.as_nobody))
             started = time.perf_counter()
-            supervisor.run(limits.deadline, first=parked_call)
+            watch = shared_watchdog(self._cache_dir, self.name).kill_at(limits.deadline,
+                                                                        launcher.pidfd)
+            try:
+                supervisor.run(limits.deadline, first=parked_call)
+            finally:  # before _end closes the pidfd
+                if watch.cancel():
+                    supervisor.verdict.timed_out = True
             if supervisor.exit_status is not None:  # exit_group: the kernel is ending it
                 status, step, error = supervisor.exit_status << 8, 0, 0
             else:  # it has ended some other way, or is being killed

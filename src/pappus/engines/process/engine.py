@@ -14,11 +14,13 @@
   built runner's layout is given to the zygote once (descriptor 5), which
   installs it before it clones any runner: each runner inherits it instead
   of installing it on the invocation's path (~20 µs each).
-* **Deadline**: whoever waits for the run (the dispatcher's event loop via
-  :meth:`ProcessEngine.start`, or :meth:`ProcessEngine.invoke`) waits on a
-  pidfd until the deadline and then kills the process (``SIGKILL``) — no
-  cooperation needed. ``RLIMIT_CPU`` (deadline + 1 s) is a second,
-  independent bound.
+* **Deadline**: the worker's native deadline thread
+  (:mod:`pappus.engines.deadlines`) kills the process (``SIGKILL`` by pidfd)
+  at the deadline — no cooperation needed, and no wait for the GIL, which a
+  Python timer would need. Whoever waits for the run (the dispatcher's event
+  loop via :meth:`ProcessEngine.start`, or :meth:`ProcessEngine.invoke`) also
+  kills it once it sees the deadline pass, and ``RLIMIT_CPU`` (deadline + 1 s)
+  is a third, independent bound.
 * **Memory**: the context is the function's only writable memory besides the
   runner's few pages; ``mmap``/``brk`` are denied, so the context size (the
   memory bound, rounded up to 1 MiB) bounds it.
@@ -56,6 +58,7 @@ from pappus.engines.base import (
     Limits,
     PendingRun,
 )
+from pappus.engines.deadlines import Watch, shared_watchdog
 from pappus.engines.native_build import default_cache_dir
 from pappus.engines.process import layout
 from pappus.engines.process.clone_pool import ClonePool
@@ -202,14 +205,21 @@ class ProcessEngine(Engine):
                                        input_names=spec.input_sets,
                                        output_names=spec.output_sets, size=size)
         memfd = _context_memfd(self._params(artifact, context, limits), context)
+        watchdog = shared_watchdog(self._runner_dir, self.name)
         try:
             runner = self._hand_over(memfd)
         except BaseException:
             os.close(memfd)
             raise
+        try:  # the function runs from here; its pidfd stays open until the watch is cancelled
+            watch = watchdog.kill_at(limits.deadline, runner.pidfd)
+        except BaseException:  # no deadline would hold: the function must not run
+            runner.discard()
+            os.close(memfd)
+            raise
         self._retired.close_all()  # while the function runs, not on anyone's path
         return _PendingProcess(self._counters, artifact, limits=limits, context=context,
-                               memfd=memfd, runner=runner, started=started,
+                               memfd=memfd, runner=runner, watch=watch, started=started,
                                after_run=self.pool.refill, retire=self._retired.retire)
 
     def _hand_over(self, memfd: int) -> Runner:
@@ -338,7 +348,7 @@ class _PendingProcess(PendingRun):
 
     def __init__(self, counters: InvocationCounters, artifact: ProcessArtifact, *,
                  limits: Limits, context: layout.Context, memfd: int, runner: Runner,
-                 started: float, after_run: Callable[[], None],
+                 watch: Watch, started: float, after_run: Callable[[], None],
                  retire: _Retire) -> None:
         self._counters = counters
         self._after_run = after_run
@@ -348,6 +358,7 @@ class _PendingProcess(PendingRun):
         self._context = context
         self._memfd = memfd
         self._runner = runner
+        self._watch = watch
         self._started = started
         self._spawned = time.perf_counter()
         self._killed = False
@@ -396,6 +407,8 @@ class _PendingProcess(PendingRun):
                 # The next runner is cloned now, while we read the outputs: not beside the run.
                 self._after_run()
             finally:
+                if self._watch.cancel():  # first: the watchdog must be done with the pidfd
+                    self._killed = True
                 # After the exit (closing earlier costs a wake-up), and later (see _Retired).
                 self._retire(self._runner.pidfd, small=True)
                 self._retire(self._runner.channel.detach(), small=True)
