@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "quiet_thread.h" /* placed beside this file by native_build */
+
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
 #endif
@@ -122,19 +124,8 @@ struct watchdog *pappus_watchdog_new(void) {
     return d;
 }
 
-/* Start the thread with every signal blocked (signals are the interpreter's business). */
 static int start(struct watchdog *d) {
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_attr_t attributes;
-    if (pthread_attr_init(&attributes) != 0) return -1;
-    pthread_attr_setstacksize(&attributes, 64 * 1024);
-    pthread_sigmask(SIG_BLOCK, &all, &previous);
-    int error = pthread_create(&d->thread, &attributes, run, d);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
-    pthread_attr_destroy(&attributes);
-    if (error != 0) return -1;
-    pthread_setname_np(d->thread, THREAD_NAME);
+    if (start_quiet_thread(&d->thread, run, d, THREAD_NAME) != 0) return -1;
     d->started = 1;
     return 0;
 }

@@ -75,7 +75,8 @@ class _Library:
 def _load(helper_dir: Path, engine: str) -> _Library:
     source = native_build.packaged_source("pappus.engines", "deadlines.c")
     return _Library(native_build.ensure_built(source, FLAGS, helper_dir, stem="libdeadlines",
-                                              engine=engine))
+                                              engine=engine,
+                                              headers=native_build.quiet_thread_header()))
 
 
 def _deadline_ns(deadline: float) -> int:

@@ -18,7 +18,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -55,6 +55,11 @@ def packaged_source(package: str, name: str) -> bytes:
     return resources.files(package).joinpath(name).read_bytes()
 
 
+def quiet_thread_header() -> dict[str, bytes]:
+    """``quiet_thread.h``, for the helpers loaded into the worker that start a thread."""
+    return {"quiet_thread.h": packaged_source("pappus.engines", "quiet_thread.h")}
+
+
 def find_compiler(engine: str, what: str) -> str:
     """The C compiler to use (see :func:`pappus.sdk.find_compiler`)."""
     try:
@@ -67,13 +72,21 @@ def find_compiler(engine: str, what: str) -> str:
 
 
 def ensure_built(
-    source: bytes, flags: Sequence[str], cache_dir: Path, *, stem: str, engine: str
+    source: bytes, flags: Sequence[str], cache_dir: Path, *, stem: str, engine: str,
+    headers: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """The path of ``stem`` built from ``source`` with ``flags``, building it if needed."""
+    """The path of ``stem`` built from ``source`` with ``flags``, building it if needed.
+
+    ``headers`` (file name → content) are placed beside the source, for its
+    ``#include "..."`` lines; they are part of the cache key like the source.
+    """
     compiler = find_compiler(engine, stem)
     version = subprocess.run([compiler, "--version"], capture_output=True, check=False).stdout
     all_flags = (*flags, *sdk.dialect_flags(compiler))
-    key = hashlib.sha256(b"\0".join([source, " ".join(all_flags).encode(), version]))
+    headers = dict(sorted((headers or {}).items()))
+    key = hashlib.sha256(b"\0".join([source, " ".join(all_flags).encode(), version,
+                                     *(name.encode() + b"\0" + text
+                                       for name, text in headers.items())]))
     target = cache_dir / f"{stem}-{key.hexdigest()[:16]}"
     if target.exists():
         return target
@@ -84,6 +97,8 @@ def ensure_built(
         with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
             source_path = Path(scratch) / f"{stem}.c"
             source_path.write_bytes(source)
+            for name, text in headers.items():
+                (Path(scratch) / name).write_bytes(text)
             output = Path(scratch) / stem
             built = subprocess.run(
                 [compiler, *all_flags, str(source_path), "-o", str(output)],

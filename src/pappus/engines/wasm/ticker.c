@@ -20,10 +20,11 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include "quiet_thread.h" /* placed beside this file by native_build */
 
 typedef void (*increment_fn)(void *engine);
 
@@ -104,19 +105,8 @@ struct ticker *pappus_ticker_new(increment_fn increment, void *engine, int64_t t
     return t;
 }
 
-/* Start the thread with every signal blocked (signals are the interpreter's business). */
 static int start(struct ticker *t) {
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_attr_t attributes;
-    if (pthread_attr_init(&attributes) != 0) return -1;
-    pthread_attr_setstacksize(&attributes, 64 * 1024);
-    pthread_sigmask(SIG_BLOCK, &all, &previous);
-    int error = pthread_create(&t->thread, &attributes, run, t);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
-    pthread_attr_destroy(&attributes);
-    if (error != 0) return -1;
-    pthread_setname_np(t->thread, THREAD_NAME);
+    if (start_quiet_thread(&t->thread, run, t, THREAD_NAME) != 0) return -1;
     t->started = 1;
     return 0;
 }

@@ -212,7 +212,7 @@ class _Library:
 def _load(helper_dir: Path) -> _Library:
     source = native_build.packaged_source("pappus.engines.wasm", "ticker.c")
     path = native_build.ensure_built(source, TICKER_FLAGS, helper_dir, stem="libepochticker",
-                                     engine="wasm")
+                                     engine="wasm", headers=native_build.quiet_thread_header())
     return _Library(path)
 
 
