@@ -35,6 +35,6 @@ def test_a_failed_build_names_the_engine_and_the_compiler_error(tmp_path: Path) 
     assert not list(tmp_path.glob("answer-*")), "nothing half-built is left in the cache"
 
 
-def test_the_shipped_thread_header_is_packaged() -> None:
-    header = native_build.quiet_thread_header()["quiet_thread.h"]
+def test_the_shared_headers_are_packaged() -> None:
+    header = native_build.shared_header("quiet_thread.h")["quiet_thread.h"]
     assert b"start_quiet_thread" in header

@@ -76,7 +76,7 @@ def _load(helper_dir: Path, engine: str) -> _Library:
     source = native_build.packaged_source("pappus.engines", "deadlines.c")
     return _Library(native_build.ensure_built(source, FLAGS, helper_dir, stem="libdeadlines",
                                               engine=engine,
-                                              headers=native_build.quiet_thread_header()))
+                                              headers=native_build.shared_header("quiet_thread.h")))
 
 
 def _deadline_ns(deadline: float) -> int:

@@ -55,9 +55,11 @@ def packaged_source(package: str, name: str) -> bytes:
     return resources.files(package).joinpath(name).read_bytes()
 
 
-def quiet_thread_header() -> dict[str, bytes]:
-    """``quiet_thread.h``, for the helpers loaded into the worker that start a thread."""
-    return {"quiet_thread.h": packaged_source("pappus.engines", "quiet_thread.h")}
+def shared_header(name: str) -> dict[str, bytes]:
+    """A header shared by several helpers (``pappus/engines/<name>``), for ``headers=``:
+    ``quiet_thread.h`` (starting a thread in a library loaded into the worker) or
+    ``fd_passing.h`` (SCM_RIGHTS in a freestanding program)."""
+    return {name: packaged_source("pappus.engines", name)}
 
 
 def find_compiler(engine: str, what: str) -> str:

@@ -141,7 +141,8 @@ class LinuxEngine(Engine):
             source = native_build.packaged_source("pappus.engines.linux", "launcher.c")
             self._launcher = str(
                 native_build.ensure_built(
-                    source, LAUNCHER_FLAGS, self._cache_dir, stem="launcher", engine="linux"
+                    source, LAUNCHER_FLAGS, self._cache_dir, stem="launcher", engine="linux",
+                    headers=native_build.shared_header("fd_passing.h"),
                 )
             )
         return self._launcher

@@ -213,37 +213,16 @@ __attribute__((noreturn)) static void launcher_main(void) {
     leave(SETUP_STATUS);
 }
 
-struct message {
-    void *name;
-    uint32_t name_len, pad0;
-    void *iov;
-    uint64_t iov_len;
-    void *control;
-    uint64_t control_len;
-    int32_t flags, pad1;
-};
+#include "fd_passing.h" /* placed beside this file by native_build */
 
 /* One request from the worker: a byte with a parameter memfd; -1 at end-of-file. */
 static int receive_parameters(void) {
-    char byte;
-    uint64_t iov[2] = {(uint64_t)&byte, 1};
-    uint64_t control[3] = {0, 0, 0}; /* CMSG_SPACE(sizeof(int)) == 24 */
-    struct message message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
-    if (sys6(SYS_RECVMSG, CHANNEL_FD, (long)&message, 0, 0, 0, 0) <= 0) return -1;
-    const uint32_t *header = (const uint32_t *)control; /* len (8 bytes), level, type, fd */
-    if (control[0] < 20 || header[2] != 1 /* SOL_SOCKET */ || header[3] != 1 /* SCM_RIGHTS */)
-        return -1;
-    return (int)header[4];
+    int fd = receive_fd(CHANNEL_FD, 0);
+    return fd < 0 ? -1 : fd;
 }
 
 /* Send the worker its end of a new launcher's socket pair, with the launcher's pid. */
-static long send_launcher(int fd, int32_t pid) {
-    uint64_t iov[2] = {(uint64_t)&pid, sizeof pid};
-    uint64_t control[3] = {20 /* CMSG_LEN(sizeof(int)) */, 1 /* SOL_SOCKET, SCM_RIGHTS */ |
-                           (1ULL << 32), (uint64_t)(uint32_t)fd};
-    struct message message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
-    return sys6(SYS_SENDMSG, CHANNEL_FD, (long)&message, 0x4000 /* MSG_NOSIGNAL */, 0, 0, 0);
-}
+static long send_launcher(int fd, int32_t pid) { return send_fd_with_pid(CHANNEL_FD, fd, pid); }
 
 static void close_one(int fd) { sys6(SYS_CLOSE, fd, 0, 0, 0, 0, 0); }
 

@@ -180,29 +180,14 @@ struct kernel_sigaction {
 
 FINAL static void restore(void) { leave(REPORT_STATUS); }
 
-struct message { /* struct msghdr */
-    void *name;
-    uint32_t name_len, pad0;
-    void *iov;
-    uint64_t iov_len;
-    void *control;
-    uint64_t control_len;
-    int32_t flags, pad1;
-};
+#include "fd_passing.h" /* placed beside this file by native_build */
 
 /* Wait for the context descriptor (SCM_RIGHTS) on the socket, descriptor 3. */
 static int receive_context(void) {
-    char byte;
-    uint64_t iov[2] = {(uint64_t)&byte, 1};
-    uint64_t control[3] = {0, 0, 0}; /* CMSG_SPACE(sizeof(int)) == 24 */
-    struct message message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
-    long received = sys6(SYS_RECVMSG, 3, (long)&message, 0x40000000 /* MSG_CMSG_CLOEXEC */,
-                         0, 0, 0);
-    if (received <= 0) leave(0); /* the worker closed the pool: not needed */
-    const uint32_t *header = (const uint32_t *)control; /* len (8 bytes), level, type */
-    if (control[0] < 20 || header[2] != 1 /* SOL_SOCKET */ || header[3] != 1 /* SCM_RIGHTS */)
-        leave(SETUP_STATUS_BASE);
-    return (int)header[4];
+    int fd = receive_fd(3, 0x40000000 /* MSG_CMSG_CLOEXEC */);
+    if (fd == FD_CLOSED) leave(0); /* the worker closed the pool: not needed */
+    if (fd < 0) leave(SETUP_STATUS_BASE);
+    return fd;
 }
 
 /* 0. What does not depend on the invocation is done before waiting for it (off its
@@ -298,13 +283,7 @@ __attribute__((noreturn)) static void runner_main(void) {
 }
 
 /* Send the worker its end of a new runner's socket pair, with the runner's pid. */
-static long send_runner(int fd, int32_t pid) {
-    uint64_t iov[2] = {(uint64_t)&pid, sizeof pid};
-    uint64_t control[3] = {20 /* CMSG_LEN(sizeof(int)) */, 1 /* SOL_SOCKET, SCM_RIGHTS */ |
-                           (1ULL << 32), (uint64_t)(uint32_t)fd};
-    struct message message = {0, 0, 0, iov, 1, control, sizeof control, 0, 0};
-    return sys6(SYS_SENDMSG, 3, (long)&message, 0x4000 /* MSG_NOSIGNAL */, 0, 0, 0);
-}
+static long send_runner(int fd, int32_t pid) { return send_fd_with_pid(3, fd, pid); }
 
 /* `mode` is the zygote's argument string: a clone renames itself "runner" (same length),
  * so /proc and ps tell the zygote and its runners apart.
