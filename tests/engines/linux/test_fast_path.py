@@ -188,6 +188,10 @@ static void probe(const char *label, const char *path) {
     report("access", label, syscall(SYS_access, path, R_OK));
     report("faccessat", label, syscall(SYS_faccessat, AT_FDCWD, path, R_OK));
     report("faccessat2", label, syscall(SYS_faccessat2, AT_FDCWD, path, R_OK, 0));
+    /* checked before the lookup: EINVAL whatever the path */
+    report("readlink-size0", label, syscall(SYS_readlink, path, target, 0));
+    report("access-badmode", label, syscall(SYS_access, path, 8));
+    report("statx-badflags", label, syscall(SYS_statx, AT_FDCWD, path, 1, 0x7ff, buffer));
 }
 
 int main(void) {
@@ -252,20 +256,25 @@ def test_path_probes_get_the_same_answers_with_and_without_the_fast_path(
     assert answers["stat null"] == "-1 EFAULT"
     assert answers["stat page-end"] == "-1 ENOENT"
     assert answers["stat unterminated"] == "-1 EFAULT"
+    for probe in ("proc-self-exe", "input", "null"):
+        assert answers[f"readlink-size0 {probe}"] == "-1 EINVAL"
+    assert answers["access-badmode proc-self-exe"] == "-1 EINVAL"
+    assert answers["statx-badflags etc"] == "-1 EINVAL"
 
 
 def test_absent_paths_are_answered_without_python(sandbox: Sandbox, probes: dict[str, bytes],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     looked_up: list[str] = []
+    checked: list[str] = []  # readlink with a bufsiz of 0: the kernel's EINVAL is Python's
     answer = supervisor.Supervisor._answer
 
     def counting(self: supervisor.Supervisor, call: supervisor.Notification) -> bool:
         if supervisor.syscall_name(call.nr) == "readlink":
             try:
-                looked_up.append(self.files.memory.read_string(call.args[0], 8192).decode(
-                    "latin-1"))
+                path = self.files.memory.read_string(call.args[0], 8192).decode("latin-1")
             except (supervisor.MemoryFault, ValueError):
-                looked_up.append("(unreadable)")
+                path = "(unreadable)"
+            (looked_up if call.args[2] else checked).append(path)
         return answer(self, call)
 
     monkeypatch.setattr(supervisor.Supervisor, "_answer", counting)
@@ -274,3 +283,4 @@ def test_absent_paths_are_answered_without_python(sandbox: Sandbox, probes: dict
     assert "/etc/busybox.conf" not in looked_up
     assert "/../proc" in looked_up  # ".." first: Python's to walk
     assert "/in" in looked_up  # an entry of the root
+    assert "/proc/self/exe" in checked  # not plain: left to Python

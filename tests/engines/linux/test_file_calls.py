@@ -386,6 +386,42 @@ static void transfers(void) {
     CALL("umask 022", umask(022));
 }
 
+#ifndef SYS_faccessat2
+#define SYS_faccessat2 439
+#endif
+
+/* Argument errors the kernel reports before it looks the path up: also for a path that
+ * does not exist (which the supervisor's fast path answers itself when the rest is plain). */
+static void argument_checks(void) {
+    char buffer[256];
+    const char *absent = "/pappus-nothing-here";
+    CALL("readlink bufsiz 0", syscall(SYS_readlink, P("/in/text"), buffer, 0));
+    CALL("readlink missing, bufsiz 0", syscall(SYS_readlink, absent, buffer, 0));
+    CALL("readlink missing, bufsiz -1", syscall(SYS_readlink, absent, buffer, -1));
+    CALL("readlinkat missing, bufsiz 0", syscall(SYS_readlinkat, AT_FDCWD, absent, buffer, 0));
+    CALL("readlink missing", syscall(SYS_readlink, absent, buffer, sizeof buffer));
+    CALL("access missing, bad mode", syscall(SYS_access, absent, 8));
+    CALL("access file, bad mode", syscall(SYS_access, P("/in/text"), 0x10));
+    CALL("faccessat missing, bad mode", syscall(SYS_faccessat, AT_FDCWD, absent, 8));
+    CALL("faccessat2 missing, bad flags",
+         syscall(SYS_faccessat2, AT_FDCWD, absent, R_OK, 0x4));
+    CALL("faccessat2 file, bad flags",
+         syscall(SYS_faccessat2, AT_FDCWD, P("/in/text"), R_OK, 0x4));
+    CALL("faccessat2 missing", syscall(SYS_faccessat2, AT_FDCWD, absent, R_OK, 0));
+    CALL("newfstatat missing, bad flags",
+         syscall(SYS_newfstatat, AT_FDCWD, absent, buffer, 0x1));
+    CALL("newfstatat file, bad flags",
+         syscall(SYS_newfstatat, AT_FDCWD, P("/in/text"), buffer, 0x1));
+    CALL("statx missing, both sync flags",
+         syscall(SYS_statx, AT_FDCWD, absent, 0x6000, 0x7ff, buffer));
+    CALL("statx missing, reserved mask",
+         syscall(SYS_statx, AT_FDCWD, absent, 0, 0x80000000u, buffer));
+    CALL("statx missing, bad flags", syscall(SYS_statx, AT_FDCWD, absent, 0x1, 0x7ff, buffer));
+    CALL("statx file, bad flags",
+         syscall(SYS_statx, AT_FDCWD, P("/in/text"), 0x1, 0x7ff, buffer));
+    CALL("statx missing", syscall(SYS_statx, AT_FDCWD, absent, 0, 0x7ff, buffer));
+}
+
 int main(int argc, char **argv) {
     snprintf(root, sizeof root, "%s", argc > 1 ? argv[1] : "");
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
@@ -395,6 +431,7 @@ int main(int argc, char **argv) {
     tree();
     places();
     transfers();
+    argument_checks();
     return 7;
 }
 """

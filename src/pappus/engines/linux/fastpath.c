@@ -93,7 +93,7 @@ struct serve_state {
     uint32_t continue_pending; /* let call `continue_id` run first (Python decided so) */
     uint64_t continue_id;
     const uint8_t *actions; /* TABLE_SIZE entries, by call number */
-    const int64_t *values;  /* TABLE_SIZE entries: the CONSTANT answers */
+    const int64_t *values;  /* TABLE_SIZE entries: CONSTANT answers, LOOK_UP_* checks */
     const char *root_names; /* the root directory's entries, each followed by a NUL */
     uint64_t root_names_length;
     struct notification notification;
@@ -238,6 +238,23 @@ static int certainly_absent(const struct serve_state *state, uint64_t address) {
     return !is_root_entry(state, first, first_length);
 }
 
+enum check { CHECK_POSITIVE = 1, CHECK_BITS = 2 }; /* fastpath.py's _PLAIN_ARGUMENTS */
+
+/* Whether the call's other arguments pass, plainly, the checks the kernel makes before
+ * its lookup (encoded in values[nr]: two words of argument, rule and allowed bits). If
+ * not, Python answers: it has the kernel's exact rules (EINVAL even for a missing path). */
+static int plain_arguments(const struct serve_state *state, const struct notification *call) {
+    uint64_t checks = (uint64_t)state->values[call->nr];
+    for (int i = 0; i < 2; i++, checks >>= 32) {
+        uint32_t check = (uint32_t)checks;
+        uint64_t argument = call->args[check & 7];
+        uint32_t rule = (check >> 4) & 0xF, allowed = check >> 8;
+        if (rule == CHECK_POSITIVE && (int32_t)argument <= 0) return 0;
+        if (rule == CHECK_BITS && (argument & ~(uint64_t)allowed) != 0) return 0;
+    }
+    return 1;
+}
+
 /* Answer the current call; 0, or -errno. A call that is gone (ENOENT) is not an error. */
 static int reply(struct serve_state *state, int64_t value, int32_t error, uint32_t flags) {
     struct response response = {state->notification.id, value, error, flags};
@@ -284,11 +301,12 @@ static int try_answer(struct serve_state *state) {
         result = let_exit_run(state);
         break;
     case LOOK_UP_PATH:
-        if (!certainly_absent(state, call->args[0])) return 0;
+        if (!plain_arguments(state, call) || !certainly_absent(state, call->args[0])) return 0;
         result = reply(state, 0, -ENOENT, 0);
         break;
     case LOOK_UP_PATH_AT:
-        if ((int32_t)call->args[0] != AT_FDCWD || !certainly_absent(state, call->args[1]))
+        if ((int32_t)call->args[0] != AT_FDCWD || !plain_arguments(state, call) ||
+            !certainly_absent(state, call->args[1]))
             return 0;
         result = reply(state, 0, -ENOENT, 0);
         break;

@@ -68,6 +68,29 @@ _CHECKED = {
     "faccessat": LOOK_UP_PATH_AT, "faccessat2": LOOK_UP_PATH_AT,
 }
 
+CHECK_POSITIVE, CHECK_BITS = 1, 2
+_PLAIN_ARGUMENTS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "readlink": ((2, CHECK_POSITIVE, 0),), "readlinkat": ((3, CHECK_POSITIVE, 0),),
+    "access": ((1, CHECK_BITS, 0x7),), "faccessat": ((2, CHECK_BITS, 0x7),),
+    "faccessat2": ((2, CHECK_BITS, 0x7), (3, CHECK_BITS, 0x1300)),
+    "newfstatat": ((3, CHECK_BITS, 0x1900),),
+    "statx": ((2, CHECK_BITS, 0x1900), (3, CHECK_BITS, 0xFF_FFFF)),
+}
+"""For a path call answered in C: the other arguments the kernel checks *before* the lookup
+(``EINVAL`` even for a missing path), as ``(argument, rule, allowed bits)``. C answers only
+when they are plainly valid (a bufsiz > 0; no bit outside a common set) and leaves the rest
+to the Python handler, which has the kernel's exact rules. At most two per call."""
+
+
+def _encode_checks(checks: tuple[tuple[int, int, int], ...]) -> int:
+    """Two 32-bit words: argument (bits 0-2), rule (4-7), allowed bits (8-31); as int64."""
+    encoded = 0
+    for position, (argument, rule, allowed) in enumerate(checks):
+        if not (0 <= argument < 6 and allowed < 1 << 24) or position > 1:
+            raise ValueError(f"cannot encode the argument check {checks!r}")
+        encoded |= (argument | rule << 4 | allowed << 8) << (32 * position)
+    return encoded - (1 << 64) if encoded >= 1 << 63 else encoded
+
 
 class _Notification(ctypes.Structure):
     _fields_ = (
@@ -134,6 +157,7 @@ def actions(table: tuple[policy.Entry, ...] = policy.TABLE) -> tuple[bytes, list
             kinds[number], values[number] = CONSTANT, CONSTANT_ANSWERS[entry.name]
         elif entry.name in _CHECKED:
             kinds[number] = _CHECKED[entry.name]
+            values[number] = _encode_checks(_PLAIN_ARGUMENTS.get(entry.name, ()))
     return bytes(kinds), values
 
 

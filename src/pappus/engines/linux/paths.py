@@ -41,6 +41,13 @@ MAX_TRANSFER = 1 << 20
 """At most this many bytes per read/write call; a shorter count is legal POSIX."""
 AT_FDCWD = -100
 AT_EMPTY_PATH, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW = 0x1000, 0x200, 0x100
+AT_EACCESS, AT_NO_AUTOMOUNT, AT_STATX_SYNC_TYPE = 0x200, 0x800, 0x6000
+STAT_FLAGS = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE
+"""Flags a stat call accepts (the kernel's ``vfs_statx``); any other is ``EINVAL``."""
+ACCESS_FLAGS = AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH
+STATX_RESERVED = 0x8000_0000
+# The argument checks below come before the path is looked up, as in the kernel: a bad
+# argument is EINVAL even for a path that does not exist (tests/engines/linux/test_file_calls).
 UID = GID = 65534
 DEVICE = 0x50A5
 STAT = struct.Struct("<QQQIIIiQqqq6q3q")
@@ -188,6 +195,8 @@ class PathCalls(FileState):
 
     def _stat_at(self, dirfd: int, path_address: int, flags: int) -> tuple[Stat, bool]:
         """Metadata of a path (or, with ``AT_EMPTY_PATH`` and "", of ``dirfd``) and writability."""
+        if flags & 0xFFFF_FFFF & ~STAT_FLAGS:
+            raise LinuxError(errno_codes.EINVAL)
         if flags & AT_EMPTY_PATH and signed32(dirfd) != AT_FDCWD:
             raw = self.memory.read_string(path_address, MAX_PATH_BYTES) if path_address else b""
             if not raw:  # a descriptor: stdio streams report as character devices
@@ -205,7 +214,10 @@ class PathCalls(FileState):
         self._put(buffer, stat_record(*self._stat_at(dirfd, path_address, flags)))
         return 0
 
-    def statx(self, dirfd: int, path_address: int, flags: int, buffer: int) -> int:
+    def statx(self, dirfd: int, path_address: int, flags: int, mask: int,
+              buffer: int) -> int:
+        if mask & STATX_RESERVED or flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE:
+            raise LinuxError(errno_codes.EINVAL)
         self._put(buffer, statx_record(*self._stat_at(dirfd, path_address, flags)))
         return 0
 
@@ -249,7 +261,9 @@ class PathCalls(FileState):
         open_file.position = index
         return len(out)
 
-    def faccessat(self, dirfd: int, path_address: int, mode: int) -> int:
+    def faccessat(self, dirfd: int, path_address: int, mode: int, flags: int = 0) -> int:
+        if mode & 0xFFFF_FFFF & ~7 or flags & 0xFFFF_FFFF & ~ACCESS_FLAGS:  # R_OK|W_OK|X_OK
+            raise LinuxError(errno_codes.EINVAL)
         node = self.fs.resolve(self._path(path_address), self._base(dirfd))
         if mode & 2 and not node.writable:  # W_OK
             raise LinuxError(errno_codes.EROFS)
@@ -257,7 +271,9 @@ class PathCalls(FileState):
             raise LinuxError(errno_codes.EACCES)
         return 0
 
-    def readlinkat(self, dirfd: int, path_address: int) -> int:
+    def readlinkat(self, dirfd: int, path_address: int, size: int) -> int:
+        if signed32(size) <= 0:
+            raise LinuxError(errno_codes.EINVAL)
         self.fs.resolve(self._path(path_address), self._base(dirfd))
         raise LinuxError(errno_codes.EINVAL)  # it exists, and there are no symbolic links
 
