@@ -12,26 +12,15 @@ import pytest
 
 from pappus.errors import Conflict, NotFound
 from pappus.registry import (
-    FunctionRegistration,
     RegisteredComposition,
     RegisteredFunction,
     Registry,
 )
 from pappus.store import Store
 from tests.fakes import FakeEngine
+from tests.test_registry import CHAIN, reg
 
-USES_MM = """
-function mm (InMats) => (OutMats);
-composition twice (CompIn) => (CompOut) {
-    mm (InMats = all CompIn) => (Inter = OutMats);
-    mm (InMats = all Inter) => (CompOut = OutMats);
-}
-"""
-
-
-def reg(name: str, binary: bytes = b"matmul") -> FunctionRegistration:
-    return FunctionRegistration(name=name, engine="wasm", binary=binary,
-                                input_sets=("InMats",), output_sets=("OutMats",))
+USES_MM = CHAIN.replace("composition chain", "composition twice")
 
 
 def open_registry(data: Path, engine: FakeEngine | None = None) -> Registry:

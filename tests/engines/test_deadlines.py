@@ -53,6 +53,17 @@ def deadline_threads() -> int:
     return count
 
 
+def deadline_thread_waiting() -> bool:
+    """Whether a deadline thread of this process is asleep (state S in ``/proc``)."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError):
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            name, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+            if name == THREAD_NAME and state == "S":
+                return True
+    return False
+
+
 def test_kills_at_the_deadline_not_before(watchdog: DeadlineWatchdog) -> None:
     with sleeper() as (process, pidfd):
         deadline = time.monotonic() + 0.1
@@ -78,7 +89,7 @@ def test_an_earlier_deadline_added_later_fires_first(watchdog: DeadlineWatchdog)
     """The thread sleeps for the earliest deadline; a new, earlier one must wake it."""
     with sleeper() as (late, late_fd), sleeper() as (early, early_fd):
         late_watch = watchdog.kill_at(time.monotonic() + 30, late_fd)
-        time.sleep(0.02)  # the thread is asleep for the late deadline
+        eventually(deadline_thread_waiting)  # asleep until the late deadline
         deadline = time.monotonic() + 0.05
         early_watch = watchdog.kill_at(deadline, early_fd)
         assert early.wait(timeout=5) == -signal.SIGKILL
