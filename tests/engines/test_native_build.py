@@ -36,5 +36,7 @@ def test_a_failed_build_names_the_engine_and_the_compiler_error(tmp_path: Path) 
 
 
 def test_the_shared_headers_are_packaged() -> None:
-    header = native_build.shared_header("quiet_thread.h")["quiet_thread.h"]
-    assert b"start_quiet_thread" in header
+    headers = native_build.shared_headers("quiet_thread.h", *native_build.FREESTANDING_HEADERS)
+    assert b"start_quiet_thread" in headers["quiet_thread.h"]
+    assert b"long sys6(" in headers["raw_syscall.h"]
+    assert b'#include "raw_syscall.h"' in headers["fd_passing.h"]

@@ -74,9 +74,9 @@ class _Library:
 @functools.cache
 def _load(helper_dir: Path, engine: str) -> _Library:
     source = native_build.packaged_source("pappus.engines", "deadlines.c")
+    headers = native_build.shared_headers("quiet_thread.h")
     return _Library(native_build.ensure_built(source, FLAGS, helper_dir, stem="libdeadlines",
-                                              engine=engine,
-                                              headers=native_build.shared_header("quiet_thread.h")))
+                                              engine=engine, headers=headers))
 
 
 def _deadline_ns(deadline: float) -> int:

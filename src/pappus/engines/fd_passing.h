@@ -1,13 +1,14 @@
 /*
  * Passing a descriptor over a Unix socket (SCM_RIGHTS) without libc, for the
  * freestanding helpers that do it: the process engine's runner and the linux
- * engine's launcher (native_build places this file beside each). The includer
- * defines sys6() (a raw system call), SYS_SENDMSG and SYS_RECVMSG first.
+ * engine's launcher (native_build places this file and raw_syscall.h beside each).
  */
 #ifndef PAPPUS_FD_PASSING_H
 #define PAPPUS_FD_PASSING_H
 
 #include <stdint.h>
+
+#include "raw_syscall.h"
 
 struct message { /* struct msghdr */
     void *name;

@@ -55,11 +55,16 @@ def packaged_source(package: str, name: str) -> bytes:
     return resources.files(package).joinpath(name).read_bytes()
 
 
-def shared_header(name: str) -> dict[str, bytes]:
-    """A header shared by several helpers (``pappus/engines/<name>``), for ``headers=``:
-    ``quiet_thread.h`` (starting a thread in a library loaded into the worker) or
-    ``fd_passing.h`` (SCM_RIGHTS in a freestanding program)."""
-    return {name: packaged_source("pappus.engines", name)}
+def shared_headers(*names: str) -> dict[str, bytes]:
+    """Headers shared by several helpers (``pappus/engines/<name>``), for ``headers=``:
+    ``quiet_thread.h`` (starting a thread in a library loaded into the worker),
+    ``raw_syscall.h`` (system calls in a freestanding program) and
+    ``fd_passing.h`` (SCM_RIGHTS there; it includes ``raw_syscall.h``)."""
+    return {name: packaged_source("pappus.engines", name) for name in names}
+
+
+FREESTANDING_HEADERS = ("raw_syscall.h", "fd_passing.h")
+"""What the freestanding helpers (the runner, the launcher) include."""
 
 
 def find_compiler(engine: str, what: str) -> str:

@@ -142,7 +142,7 @@ class LinuxEngine(Engine):
             self._launcher = str(
                 native_build.ensure_built(
                     source, LAUNCHER_FLAGS, self._cache_dir, stem="launcher", engine="linux",
-                    headers=native_build.shared_header("fd_passing.h"),
+                    headers=native_build.shared_headers(*native_build.FREESTANDING_HEADERS),
                 )
             )
         return self._launcher

@@ -84,41 +84,7 @@ struct params {
     int64_t failed_errno;
 };
 
-static long sys6(long n, long a, long b, long c, long d, long e, long f) {
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    long result;
-    __asm__ volatile("syscall"
-                     : "=a"(result)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return result;
-}
-
-#define SYS_WRITE 1
-#define SYS_CLOSE 3
-#define SYS_FSTAT 5
-#define SYS_MMAP 9
-#define SYS_CAPSET 126
-#define SYS_SETRESUID 117
-#define SYS_SETRESGID 119
-#define SYS_SETGROUPS 116
-#define SYS_PRCTL 157
-#define SYS_SETRLIMIT 160
-#define SYS_EXIT_GROUP 231
-#define SYS_SECCOMP 317
-#define SYS_EXECVEAT 322
-#define SYS_CLOSE_RANGE 436
-#define SYS_SENDMSG 46
-#define SYS_RECVMSG 47
-#define SYS_SOCKETPAIR 53
-#define SYS_CLONE 56
-#define SYS_UNSHARE 272
-#define CLONE_NEWUSER 0x10000000
-#define SYS_DUP3 292
-#define CLONE_PARENT 0x00008000
-#define SIGCHLD 17
+#include "raw_syscall.h" /* placed beside this file by native_build */
 
 static volatile struct params *shared;
 

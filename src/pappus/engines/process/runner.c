@@ -110,37 +110,7 @@ static struct sock_filter filter[MAX_FILTER];
 static int filter_installed; /* set by the zygote: its clones inherit the filter */
 static unsigned char signal_stack[16384] __attribute__((aligned(16)));
 
-static inline __attribute__((always_inline)) long sys6(long n, long a, long b, long c, long d, long e, long f) {
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    long result;
-    __asm__ volatile("syscall"
-                     : "=a"(result)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return result;
-}
-
-#define SYS_RECVMSG 47
-#define SYS_PREAD64 17
-#define SYS_MMAP 9
-#define SYS_MPROTECT 10
-#define SYS_RT_SIGACTION 13
-#define SYS_SIGALTSTACK 131
-#define SYS_PRCTL 157
-#define SYS_SETRLIMIT 160
-#define SYS_EXIT_GROUP 231
-#define SYS_CLOSE_RANGE 436
-#define SYS_SECCOMP 317
-#define SYS_READ 0
-#define SYS_SENDMSG 46
-#define SYS_SOCKETPAIR 53
-#define SYS_CLONE 56
-#define SYS_DUP3 292
-#define SYS_MUNMAP 11
-#define CLONE_PARENT 0x00008000
-#define SIGCHLD 17
+#include "raw_syscall.h" /* placed beside this file by native_build */
 
 FINAL __attribute__((noreturn)) static void leave(int status) {
     for (;;) sys6(SYS_EXIT_GROUP, status, 0, 0, 0, 0, 0);

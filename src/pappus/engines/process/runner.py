@@ -55,7 +55,7 @@ def ensure_runner(cache_dir: Path) -> Path:
     """Return the path of a runner built from the current source, building it if needed."""
     return native_build.ensure_built(
         runner_source(), COMPILE_FLAGS, cache_dir, stem="runner", engine="process",
-        headers=native_build.shared_header("fd_passing.h"),
+        headers=native_build.shared_headers(*native_build.FREESTANDING_HEADERS),
     )
 
 

@@ -213,7 +213,7 @@ def _load(helper_dir: Path) -> _Library:
     source = native_build.packaged_source("pappus.engines.wasm", "ticker.c")
     path = native_build.ensure_built(source, TICKER_FLAGS, helper_dir, stem="libepochticker",
                                      engine="wasm",
-                                     headers=native_build.shared_header("quiet_thread.h"))
+                                     headers=native_build.shared_headers("quiet_thread.h"))
     return _Library(path)
 
 
