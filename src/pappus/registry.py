@@ -38,6 +38,14 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 ENGINE_NAMES = ("wasm", "process", "linux", "kvm")
 
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+"""The longest deadline a function may be registered with (a day)."""
+
+MAX_MEMORY_BYTES = 1 << 40
+"""The largest memory bound or context a function may be registered with (1 TiB): far
+past any machine this runs on, and well inside what SQLite and the engines' 64-bit
+arguments hold, so an absurd value is a ``bad_request`` rather than a failure later."""
+
 
 @dataclass(frozen=True, slots=True)
 class FunctionRegistration:
@@ -179,11 +187,12 @@ class Registry:
                     f"static set {set_name!r} is not one of the input sets {list(inputs)}",
                     field="static_sets",
                 )
-        timeout_ms = self._positive("timeout_ms", request.timeout_ms, self.default_timeout_ms)
-        memory = self._positive("memory_bytes", request.memory_bytes, self.default_memory_bytes)
-        if request.context_size is not None and request.context_size <= 0:
-            raise BadRequest("context_size must be positive", field="context_size")
+        timeout_ms = self._bounded("timeout_ms", request.timeout_ms, self.default_timeout_ms,
+                                   MAX_TIMEOUT_MS)
+        memory = self._bounded("memory_bytes", request.memory_bytes, self.default_memory_bytes,
+                               MAX_MEMORY_BYTES)
         if request.context_size is not None:
+            self._bounded("context_size", request.context_size, 0, MAX_MEMORY_BYTES)
             if request.memory_bytes is None:
                 memory = max(memory, request.context_size)  # a Dandelion client's only bound
             elif request.context_size > memory:
@@ -220,11 +229,15 @@ class Registry:
                 self._reserved.discard(name)
 
     @staticmethod
-    def _positive(field_name: str, value: int | None, default: int) -> int:
+    def _bounded(field_name: str, value: int | None, default: int, maximum: int) -> int:
+        """``value`` (``default`` if not given), refused unless in ``1..maximum``."""
         if value is None:
             return default
         if value <= 0:
             raise BadRequest(f"{field_name} must be positive, got {value}", field=field_name)
+        if value > maximum:
+            raise BadRequest(f"{field_name} {value} exceeds the maximum of {maximum}",
+                             field=field_name, maximum=maximum)
         return value
 
     def _reserve(self, name: str) -> None:

@@ -21,9 +21,11 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pappus.config import Settings
 from pappus.errors import BadRequest, PappusError, TooLarge
@@ -49,6 +51,41 @@ class JSON(JSONResponse):
 def error_response(error: PappusError) -> JSON:
     """The JSON error body for ``error``."""
     return JSON({"error": error.to_dict()}, status_code=error.http_status)
+
+
+class AnswerUnexpectedErrors:
+    """ASGI middleware: an unexpected exception is logged and answered ``500 internal``.
+
+    It is not raised further: Starlette's own error middleware would answer and
+    then re-raise it, and uvicorn then drops the connection, so a client's next
+    request on it would fail too. Only once the response has started is the
+    exception raised (the connection cannot carry a clean answer any more).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as exc:
+            if started:
+                raise
+            logger.exception("unexpected error handling %s %s", scope["method"], scope["path"])
+            answer = JSON({"error": {"type": "internal",
+                                     "message": f"internal error: {type(exc).__name__}: {exc}"}},
+                          status_code=500)
+            await answer(scope, receive, send)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -176,12 +213,6 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
             raise exc
         return error_response(exc)
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unexpected error handling %s %s", request.method, request.url.path)
-        return JSON({"error": {"type": "internal",
-                               "message": f"internal error: {type(exc).__name__}: {exc}"}},
-                    status_code=500)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await worker.start()
@@ -221,7 +252,8 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={PappusError: on_pappus_error, Exception: on_unexpected},
+        middleware=[Middleware(AnswerUnexpectedErrors)],
+        exception_handlers={PappusError: on_pappus_error},
     )
 
 

@@ -19,14 +19,25 @@ from pappus.registry import ENGINE_NAMES, FunctionRegistration
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
-    """Parse a request body that must be a JSON object."""
+    """Parse a request body that must be a strict JSON object.
+
+    Everything JSON forbids or Python cannot hold is ``bad_request``, not a
+    500: ``NaN``/``Infinity``, nesting too deep for the decoder, and integers
+    too long to convert.
+    """
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise BadRequest("request body is nested too deeply") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object")
     return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], path: str,
@@ -43,7 +54,23 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], path: 
             f"field {path}{name} must be of type {expected}, got {type(value).__name__}",
             field=f"{path}{name}",
         )
+    if isinstance(value, str) and not _is_unicode(value):
+        surrogate = next(ord(c) for c in value if 0xD800 <= ord(c) <= 0xDFFF)
+        raise BadRequest(f"field {path}{name} holds a lone surrogate (\\u{surrogate:04x}): "
+                         "strings must be valid Unicode", field=f"{path}{name}")
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` has no lone surrogate (JSON's ``"\\ud800"``), so it can be UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 
 def decode_base64(text: str, path: str) -> bytes:
