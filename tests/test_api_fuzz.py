@@ -44,7 +44,8 @@ def _only_typed_client_errors(body: bytes) -> None:
         assert 400 <= error.http_status < 500, (body[:200], error)
         return
     for decode in (lambda: codec.decode_invocation(parsed, INPUT_SETS),
-                   lambda: codec.decode_registration(parsed, MAX_BINARY)):
+                   lambda: codec.decode_registration(parsed, MAX_BINARY),
+                   lambda: codec.decode_source(parsed)):
         try:
             decode()
         except PappusError as error:
@@ -167,6 +168,16 @@ def test_registration_bounds_are_bad_requests(worker_url: str, field: str, value
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["type"], error["field"], error["maximum"]) == ("bad_request", field, maximum)
+
+
+def test_a_lone_surrogate_in_a_comment_is_refused_before_it_is_stored(worker_url: str) -> None:
+    """The parser skips comments, so only the decoder can keep such a source out of SQLite."""
+    source = "// \ud800\nfunction trivial (stdio, in) => (stdio);\n" + (
+        "composition odd (a) => (b) {\n  trivial (stdio = all a) => (b = stdio);\n}\n")
+    response = httpx.post(f"{worker_url}/v1/compositions",
+                          content=json.dumps({"source": source}).encode())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == "source"
 
 
 def test_mutated_requests_over_one_connection(worker_url: str) -> None:

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pappus.config import Settings
-from pappus.errors import BadRequest, PappusError, TooLarge
+from pappus.errors import PappusError, TooLarge
 from pappus.registry import RegisteredComposition, RegisteredFunction
 from pappus.server import codec
 from pappus.server.dandelion import dandelion_routes
@@ -138,11 +138,7 @@ def create_app(worker: Worker, on_ready: Callable[[], None] | None = None) -> St
         return Response(status_code=204)
 
     async def add_compositions(request: Request) -> Response:
-        body = codec.parse_json(await read_body(request, limit))
-        source = body.get("source")
-        if not isinstance(source, str):
-            raise BadRequest("field source must be a string holding composition source",
-                             field="source")
+        source = codec.decode_source(codec.parse_json(await read_body(request, limit)))
         entries = await asyncio.to_thread(worker.registry.add_compositions, source)
         return JSON({"compositions": [e.record.name for e in entries]}, status_code=201)
 

@@ -146,6 +146,12 @@ def decode_registration(body: dict[str, Any], max_binary_bytes: int) -> Function
     )
 
 
+def decode_source(body: dict[str, Any]) -> str:
+    """``POST /v1/compositions`` body → the composition source."""
+    source: str = _field(body, "source", str, "")
+    return source
+
+
 def _string_list(body: dict[str, Any], name: str) -> tuple[str, ...]:
     values = _field(body, name, list, "", required=False) or []
     for index, value in enumerate(values):
