@@ -83,11 +83,14 @@ def http_invocations(register: Callable[[Client], None], function: str, body: st
             f"p99 {load.p99_ms:.2f} ms, errors {load.errors}")
 
 
-def measure(processes: int, duration: int, connections: int) -> tuple[LoadResult, LoadResult]:
-    """pappus and the bare echo, each served by ``processes`` server processes."""
+def _load_pappus(processes: int, duration: int, connections: int,
+                 command: list[str] | None = None) -> LoadResult:
+    """Register the trivial function with a fresh worker and load it with wrk."""
     body = json.dumps({"sets": []})
     with tempfile.TemporaryDirectory() as data:
-        server = ServerProcess(Path(data), "--processes", str(processes))
+        server = ServerProcess(Path(data), "--processes", str(processes), command=command and [
+            *command, "serve", "--port", "0", "--data-dir", data, "--log-level", "warning",
+            "--processes", str(processes)])
         url = server.start()
         try:
             with Client(url) as client:
@@ -97,10 +100,19 @@ def measure(processes: int, duration: int, connections: int) -> tuple[LoadResult
                 if check.set("stdio").items[0].data != b"ok\n":
                     sys.exit(f"unexpected output {check!r}")
             run_wrk(url + "/v1/invoke/trivial", body, 3, connections)  # warm-up
-            pappus_load = run_wrk(url + "/v1/invoke/trivial", body, duration, connections)
+            return run_wrk(url + "/v1/invoke/trivial", body, duration, connections)
         finally:
             server.stop()
 
+
+def measure(processes: int, duration: int,
+            connections: int) -> tuple[LoadResult, LoadResult, LoadResult]:
+    """pappus, the same route with no sandbox (a stored result), and the bare echo,
+    each served by ``processes`` server processes."""
+    pappus_load = _load_pappus(processes, duration, connections)
+    stored_load = _load_pappus(processes, duration, connections,
+                               [sys.executable, "-m", "benchmarks.stored_server"])
+    body = json.dumps({"sets": []})
     echo = ServerProcess(Path("."), command=[sys.executable, "-m", "benchmarks.echo_server",
                                              "--processes", str(processes)])
     echo_url = echo.start()
@@ -109,7 +121,7 @@ def measure(processes: int, duration: int, connections: int) -> tuple[LoadResult
         echo_load = run_wrk(echo_url + "/echo", body, duration, connections)
     finally:
         echo.stop()
-    return pappus_load, echo_load
+    return pappus_load, stored_load, echo_load
 
 
 def main() -> None:
@@ -127,8 +139,10 @@ def main() -> None:
           f"{args.duration}s; (c) its ratio to a bare ASGI echo on the same stack with as "
           "many server processes")
     for processes in counts:
-        pappus_load, echo_load = measure(processes, args.duration, args.connections)
+        pappus_load, stored_load, echo_load = measure(processes, args.duration,
+                                                      args.connections)
         ratio = pappus_load.requests_per_s / echo_load.requests_per_s
+        bound = stored_load.requests_per_s / echo_load.requests_per_s
         print(f"  --processes {processes}")
         print(f"    pappus: {pappus_load.requests_per_s:8.0f} req/s, p50 "
               f"{pappus_load.p50_ms:.2f} ms, p99 {pappus_load.p99_ms:.2f} ms, "
@@ -136,6 +150,9 @@ def main() -> None:
         print(f"    bare ASGI echo, same stack: {echo_load.requests_per_s:8.0f} req/s, "
               f"p50 {echo_load.p50_ms:.2f} ms, p99 {echo_load.p99_ms:.2f} ms")
         print(f"    (c) ratio pappus/echo: {ratio:.2f}")
+        print(f"    the same route with no sandbox (a stored result): "
+              f"{stored_load.requests_per_s:8.0f} req/s, p99 {stored_load.p99_ms:.2f} ms; "
+              f"ratio to echo {bound:.2f}, the most (c) can reach on this request path")
         verdicts = [
             ("throughput >= 2000 req/s", pappus_load.requests_per_s >= TARGET_RPS),
             ("p99 <= 20 ms", pappus_load.p99_ms <= TARGET_P99_MS),
