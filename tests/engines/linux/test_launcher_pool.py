@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import select
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -333,3 +335,38 @@ def test_a_zygote_that_says_nothing_sensible_is_not_used(launcher_dir: Path) -> 
 def test_mapping_into_a_namespace_we_do_not_own_fails_honestly() -> None:
     """The worker's own namespace (the initial one here) cannot be mapped again."""
     assert engine_module._map_nobody(os.getpid()) is False
+
+
+@pytest.fixture
+def descriptors_past_1024() -> Iterator[None]:
+    """The lowest free descriptor is above 1024 (select's FD_SETSIZE) for the test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    held = []
+    try:
+        with open(os.devnull, "rb") as null:
+            while (fd := os.dup(null.fileno())) < 1100:
+                held.append(fd)
+            held.append(fd)
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("descriptors_past_1024")
+def test_launchers_work_with_descriptors_above_1024(launcher_dir: Path, busybox: bytes) -> None:
+    """A worker with many connections or functions: pidfds and listeners past select's limit."""
+    engine = LinuxEngine(launcher_dir, warm_launchers=2)
+    try:
+        sandbox = Sandbox(engine)
+        for number in range(6):
+            run = sandbox.run(busybox, ["expr", str(number), "+", "1"])
+            assert (run.exit_code, run.stdout) == (0, f"{number + 1}\n".encode())
+        assert min(launcher.pidfd for launcher in _parked(engine)) > 1024
+    finally:
+        engine.close()

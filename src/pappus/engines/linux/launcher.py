@@ -149,7 +149,7 @@ class Launcher:
 
     def alive(self) -> bool:
         """False if it died while it waited (a failed set-up, or killed by an administrator)."""
-        return not select.select([self.runner.pidfd], [], [], 0)[0]
+        return not _readable_now(self.runner.pidfd)
 
     def wait_until_parked(self, deadline: float) -> Listener:
         """Its listener, once the launcher is parked (usually at once).
@@ -203,7 +203,7 @@ class Launcher:
             fd = self._copy_listener()
             if fd is None:
                 return False
-            if not select.select([fd], [], [], 0)[0]:
+            if not _readable_now(fd):
                 # Between seccomp() and execveat(): not kept, as a receive on it could
                 # then wait forever should the launcher die before it parks.
                 os.close(fd)
@@ -384,3 +384,14 @@ def start_launcher(path: str, program: bytes, stack_bytes: int,
 
 def _round_up(value: int, multiple: int) -> int:
     return (value + multiple - 1) // multiple * multiple
+
+
+def _readable_now(fd: int) -> bool:
+    """Whether ``fd`` is readable (for a pidfd: the process ended), without waiting.
+
+    ``poll``, not ``select``: select refuses descriptors from 1024 up, which a
+    worker with many connections or registered functions reaches.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
