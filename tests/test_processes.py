@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +168,32 @@ def test_only_the_metrics_of_dead_supervisors_are_removed(tmp_path: Path) -> Non
         (directory / "counter_1.db").write_bytes(b"x")
     assert remove_orphaned_metrics(tmp_path) == [orphan]
     assert not orphan.exists() and live.exists() and unrelated.exists()
+
+
+def test_serve_raises_its_descriptor_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    """Started with the usual soft limit of 1024, every server process may use the hard one."""
+    wrapper = ("import resource, runpy, sys; "
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096)); "
+               "sys.argv = ['pappus', *sys.argv[1:]]; "
+               "runpy.run_module('pappus', run_name='__main__')")
+    server = ServerProcess(tmp_path, command=[
+        sys.executable, "-c", wrapper, "serve", "--port", "0", "--data-dir", str(tmp_path),
+        "--log-level", "warning", "--processes", "2"])
+    url = server.start()
+    try:
+        assert server.process is not None
+        pids = [server.process.pid, *_children(server.process.pid)]
+        assert len(pids) == 3  # the supervisor and its two server processes
+        for pid in pids:
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            assert re.search(r"Max open files\s+4096\s+4096", limits), (pid, limits)
+        with Client(url) as client:
+            assert client.health()["status"] == "ok"
+    finally:
+        server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(child) for task in tasks.iterdir()
+            for child in (task / "children").read_text().split()]

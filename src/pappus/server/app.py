@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -285,6 +286,7 @@ def serve(settings: Settings, *, announce: bool = True) -> None:
     With ``settings.processes > 1``, several server processes under a
     supervisor (:mod:`pappus.server.processes`); exits non-zero if they fail.
     """
+    raise_descriptor_limit()
     if settings.processes > 1:
         from pappus.server.multiprocess import serve_processes
 
@@ -297,6 +299,27 @@ def serve(settings: Settings, *, announce: bool = True) -> None:
             announce_address(sock)
 
     serve_on(sock, Worker(settings), settings, ready)
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the soft limit now.
+
+    Every connection and every warm sandbox holds descriptors, and the usual
+    soft limit of 1024 would make a busy worker fail with ``EMFILE`` long
+    before the hard limit (often 524288) is near. Sandboxes set their own
+    limits, so this widens nothing for functions.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # e.g. a hard limit above fs.nr_open
+            logger.warning("could not raise the descriptor limit from %d to %d: %s",
+                           soft, target, exc)
+            return soft
+        return target
+    return soft
 
 
 def announce_address(sock: socket.socket) -> None:
