@@ -444,6 +444,36 @@ def test_non_executables_are_refused(linux_engine: LinuxEngine, binary: bytes) -
         linux_engine.prepare(_spec(binary), None)
 
 
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    source = "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n"
+    return build_c(source, tmp_path_factory.mktemp("hello") / "hello", "musl-gcc")
+
+
+def test_damaged_binaries_end_with_typed_outcomes(sandbox: Sandbox, hello: bytes) -> None:
+    """Damage anywhere in a static binary: refused at registration, or run to a result or
+    a typed sandbox error, never an exception of the engine's own."""
+    rng = random.Random(0xB1A5)
+    outcomes: dict[str, int] = {}
+    escaped: list[str] = []
+    for index in range(300):
+        damaged = bytearray(hello)
+        for _ in range(rng.randint(1, 4)):
+            where = rng.randrange(64, 4096) if rng.random() < 0.5 else rng.randrange(len(damaged))
+            damaged[where] = rng.randrange(256)
+        try:
+            outcome = f"exit {sandbox.run(bytes(damaged), ['hello'], timeout_s=1.0).exit_code}"
+        except SandboxError as error:
+            outcome = error.type
+        except Exception as exc:
+            escaped.append(f"mutation {index}: {type(exc).__name__}: {exc}")
+            continue
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert escaped == []
+    assert sum(n for outcome, n in outcomes.items() if not outcome.startswith("exit")) >= 10, (
+        outcomes)
+
+
 # -- concurrency --------------------------------------------------------------------------
 
 
