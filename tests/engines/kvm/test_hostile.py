@@ -7,6 +7,7 @@ SDK's kvm target) on a real /dev/kvm, then a normal matmul on the same engine
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pytest
 import pappus
 from pappus.engines.kvm import KvmArtifact, KvmEngine
 from pappus.engines.kvm.guest import GuestLayout
-from tests.engines.kvm.support import MEMORY, check_matmul, limits, run_mode
+from pappus.model import DataSet, Item
+from tests.engines.kvm.support import MEMORY, check_matmul, limits, matrix, prepare, run_mode
 from tests.engines.support import run_beside_gil_holders
 
 LAYOUT = GuestLayout(MEMORY)
@@ -145,3 +147,31 @@ def test_machines_are_reused_across_hostile_guests(kvm_functions: dict[str, byte
         assert "invocations=8 failures=4" in repr(engine)
     finally:
         engine.close()
+
+
+def test_damaged_binaries_end_with_typed_outcomes(kvm_engine: KvmEngine,
+                                                  kvm_functions: dict[str, bytes]) -> None:
+    """Damage anywhere in a good function: refused at registration, or run to a result or
+    a typed sandbox error in the guest, never an exception of the engine's own."""
+    rng = random.Random(0x4B564D)
+    good = kvm_functions["matmul"]
+    inputs = [DataSet("in", (Item("m", 0, matrix(2, [1, 2, 3, 4])),))]
+    outcomes: dict[str, int] = {}
+    escaped: list[str] = []
+    for index in range(300):
+        damaged = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        try:
+            artifact = prepare(kvm_engine, f"damaged{index}", bytes(damaged))
+            outcome = f"exit {kvm_engine.invoke(artifact, inputs, limits(1.0)).exit_code}"
+        except pappus.SandboxError as error:
+            outcome = error.type
+        except Exception as exc:
+            escaped.append(f"mutation {index}: {type(exc).__name__}: {exc}")
+            continue
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert escaped == []
+    assert sum(n for outcome, n in outcomes.items() if not outcome.startswith("exit")) >= 5, (
+        outcomes)
+    check_matmul(kvm_engine, prepare(kvm_engine, "good", good), seed=5)
