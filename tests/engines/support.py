@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import wasmtime
 
 from pappus.engines.base import FunctionSpec, InvocationResult, Limits
 from pappus.engines.wasm.ticker import NATIVE_THREAD_NAME
+from pappus.errors import SandboxError
 from pappus.model import DataSet, Item
 from tests.conftest import eventually, wait_until
 
@@ -146,3 +148,39 @@ def run_beside_gil_holders(run: Callable[[], None], spinning_for_s: float, holde
     stop.set()
     for hog in hogs:
         hog.join()
+
+
+def damaged_outcomes(good: bytes, seed: int, count: int, run: Callable[[bytes, int], int], *,
+                     near_start: float = 0.0) -> dict[str, int]:
+    """Run ``count`` randomly damaged copies of ``good``; how many ended which way.
+
+    Each copy has 1 to 4 random bytes changed anywhere (with probability
+    ``near_start`` each within its first 4 KiB: headers and early code).
+    ``run(binary, index)`` registers and invokes one copy and returns its exit
+    code (``exit N``); a typed :class:`~pappus.errors.SandboxError` counts under
+    its type. Any other exception fails the calling test, listing every such copy.
+    """
+    rng = random.Random(seed)
+    outcomes: dict[str, int] = {}
+    escaped: list[str] = []
+    for index in range(count):
+        damaged = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            where = (rng.randrange(min(64, len(damaged)), min(4096, len(damaged)))
+                     if rng.random() < near_start else rng.randrange(len(damaged)))
+            damaged[where] = rng.randrange(256)
+        try:
+            outcome = f"exit {run(bytes(damaged), index)}"
+        except SandboxError as error:
+            outcome = error.type
+        except Exception as exc:
+            escaped.append(f"copy {index}: {type(exc).__name__}: {exc}")
+            continue
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert escaped == [], escaped
+    return outcomes
+
+
+def typed_failures(outcomes: dict[str, int]) -> int:
+    """How many :func:`damaged_outcomes` runs ended in a typed error rather than an exit."""
+    return sum(n for outcome, n in outcomes.items() if not outcome.startswith("exit "))

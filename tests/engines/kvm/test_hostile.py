@@ -7,7 +7,6 @@ SDK's kvm target) on a real /dev/kvm, then a normal matmul on the same engine
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pappus.engines.kvm import KvmArtifact, KvmEngine
 from pappus.engines.kvm.guest import GuestLayout
 from pappus.model import DataSet, Item
 from tests.engines.kvm.support import MEMORY, check_matmul, limits, matrix, prepare, run_mode
-from tests.engines.support import run_beside_gil_holders
+from tests.engines.support import damaged_outcomes, run_beside_gil_holders, typed_failures
 
 LAYOUT = GuestLayout(MEMORY)
 DIVIDE, DEBUG_TRAP, INVALID_OPCODE, GENERAL_PROTECTION, PAGE_FAULT = 0, 3, 6, 13, 14
@@ -153,25 +152,13 @@ def test_damaged_binaries_end_with_typed_outcomes(kvm_engine: KvmEngine,
                                                   kvm_functions: dict[str, bytes]) -> None:
     """Damage anywhere in a good function: refused at registration, or run to a result or
     a typed sandbox error in the guest, never an exception of the engine's own."""
-    rng = random.Random(0x4B564D)
     good = kvm_functions["matmul"]
     inputs = [DataSet("in", (Item("m", 0, matrix(2, [1, 2, 3, 4])),))]
-    outcomes: dict[str, int] = {}
-    escaped: list[str] = []
-    for index in range(300):
-        damaged = bytearray(good)
-        for _ in range(rng.randint(1, 4)):
-            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
-        try:
-            artifact = prepare(kvm_engine, f"damaged{index}", bytes(damaged))
-            outcome = f"exit {kvm_engine.invoke(artifact, inputs, limits(1.0)).exit_code}"
-        except pappus.SandboxError as error:
-            outcome = error.type
-        except Exception as exc:
-            escaped.append(f"mutation {index}: {type(exc).__name__}: {exc}")
-            continue
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    assert escaped == []
-    assert sum(n for outcome, n in outcomes.items() if not outcome.startswith("exit")) >= 5, (
-        outcomes)
+
+    def run(binary: bytes, index: int) -> int:
+        artifact = prepare(kvm_engine, f"damaged{index}", binary)
+        return kvm_engine.invoke(artifact, inputs, limits(1.0)).exit_code
+
+    outcomes = damaged_outcomes(good, 0x4B564D, 300, run)
+    assert typed_failures(outcomes) >= 5, outcomes
     check_matmul(kvm_engine, prepare(kvm_engine, "good", good), seed=5)

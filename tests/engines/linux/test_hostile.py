@@ -43,7 +43,12 @@ from tests.engines.linux.support import (
     build_with_each_compiler,
     busybox_binary,
 )
-from tests.engines.support import busiest_child_cpu_s, run_beside_gil_holders
+from tests.engines.support import (
+    busiest_child_cpu_s,
+    damaged_outcomes,
+    run_beside_gil_holders,
+    typed_failures,
+)
 
 HOSTILE = Path(__file__).parents[2] / "functions" / "linux" / "hostile.c"
 """The hostile program; its first argument picks what it tries."""
@@ -453,25 +458,11 @@ def hello(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def test_damaged_binaries_end_with_typed_outcomes(sandbox: Sandbox, hello: bytes) -> None:
     """Damage anywhere in a static binary: refused at registration, or run to a result or
     a typed sandbox error, never an exception of the engine's own."""
-    rng = random.Random(0xB1A5)
-    outcomes: dict[str, int] = {}
-    escaped: list[str] = []
-    for index in range(300):
-        damaged = bytearray(hello)
-        for _ in range(rng.randint(1, 4)):
-            where = rng.randrange(64, 4096) if rng.random() < 0.5 else rng.randrange(len(damaged))
-            damaged[where] = rng.randrange(256)
-        try:
-            outcome = f"exit {sandbox.run(bytes(damaged), ['hello'], timeout_s=1.0).exit_code}"
-        except SandboxError as error:
-            outcome = error.type
-        except Exception as exc:
-            escaped.append(f"mutation {index}: {type(exc).__name__}: {exc}")
-            continue
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    assert escaped == []
-    assert sum(n for outcome, n in outcomes.items() if not outcome.startswith("exit")) >= 10, (
-        outcomes)
+    outcomes = damaged_outcomes(
+        hello, 0xB1A5, 300,
+        lambda binary, _: sandbox.run(binary, ["hello"], timeout_s=1.0).exit_code,
+        near_start=0.5)
+    assert typed_failures(outcomes) >= 10, outcomes
 
 
 # -- concurrency --------------------------------------------------------------------------

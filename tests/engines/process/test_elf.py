@@ -21,9 +21,10 @@ import pytest
 
 from pappus.engines.process import ProcessEngine
 from pappus.engines.process.elf import SYSTEM_DATA_SYMBOL
-from pappus.errors import InvalidBinary, SandboxError
+from pappus.errors import InvalidBinary
 from pappus.model import DataSet, Item
 from tests.engines.process.support import check_matmul, limits, matrix, prepare, spec
+from tests.engines.support import damaged_outcomes, typed_failures
 
 EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 PHDR = struct.Struct("<IIQQQQQQ")
@@ -393,25 +394,12 @@ def test_damaged_binaries_that_prepare_end_with_typed_outcomes(process_engine: P
                                                                good: bytes) -> None:
     """Damage anywhere (code and data too): whatever preparation lets through runs, and
     ends as a result or a typed sandbox error; the engine then still runs the good file."""
-    rng = random.Random(0xDA7A)
-    outcomes: dict[str, int] = {}
-    escaped: list[str] = []
     inputs = [DataSet("in", (Item("m", 0, matrix(2, [1, 2, 3, 4])),))]
-    for index in range(300):
-        damaged = bytearray(good)
-        for _ in range(rng.randint(1, 4)):
-            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
-        try:
-            artifact = process_engine.prepare(spec(f"damaged{index}", bytes(damaged)), None)
-            result = process_engine.invoke(artifact, inputs, limits(timeout_s=1.0))
-            outcome = f"exit {result.exit_code}"
-        except SandboxError as error:
-            outcome = error.type
-        except Exception as exc:
-            escaped.append(f"mutation {index}: {type(exc).__name__}: {exc}")
-            continue
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    assert escaped == []
-    assert sum(n for outcome, n in outcomes.items() if not outcome.startswith("exit")) >= 5, (
-        outcomes)
+
+    def run(binary: bytes, index: int) -> int:
+        artifact = process_engine.prepare(spec(f"damaged{index}", binary), None)
+        return process_engine.invoke(artifact, inputs, limits(timeout_s=1.0)).exit_code
+
+    outcomes = damaged_outcomes(good, 0xDA7A, 300, run)
+    assert typed_failures(outcomes) >= 5, outcomes
     check_matmul(process_engine, prepare(process_engine, "good", good), seed=3)
