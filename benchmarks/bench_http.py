@@ -88,9 +88,13 @@ def _load_pappus(processes: int, duration: int, connections: int,
     """Register the trivial function with a fresh worker and load it with wrk."""
     body = json.dumps({"sets": []})
     with tempfile.TemporaryDirectory() as data:
-        server = ServerProcess(Path(data), "--processes", str(processes), command=command and [
-            *command, "serve", "--port", "0", "--data-dir", data, "--log-level", "warning",
-            "--processes", str(processes)])
+        options = ["--processes", str(processes)]
+        if command is None:
+            server = ServerProcess(Path(data), *options)
+        else:
+            server = ServerProcess(Path(data), command=[
+                *command, "serve", "--port", "0", "--data-dir", data, "--log-level", "warning",
+                *options])
         url = server.start()
         try:
             with Client(url) as client:

@@ -12,7 +12,6 @@ import json
 import random
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +28,7 @@ from pappus.errors import BadRequest, PappusError
 from pappus.registry import MAX_MEMORY_BYTES, MAX_TIMEOUT_MS
 from pappus.server import codec
 from pappus.server.app import AnswerUnexpectedErrors, bind_socket
+from tests.conftest import eventually
 from tests.server_process import ServerProcess
 
 INPUT_SETS = ("stdio", "in")
@@ -230,9 +230,7 @@ def broken_server() -> Iterator[int]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: server.started or not thread.is_alive(), timeout_s=10)
         assert server.started, "uvicorn did not start"
         yield sock.getsockname()[1]
     finally:

@@ -301,8 +301,8 @@ def serve(settings: Settings, *, announce: bool = True) -> None:
     serve_on(sock, Worker(settings), settings, ready)
 
 
-def raise_descriptor_limit() -> int:
-    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the soft limit now.
+def raise_descriptor_limit() -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit.
 
     Every connection and every warm sandbox holds descriptors, and the usual
     soft limit of 1024 would make a busy worker fail with ``EMFILE`` long
@@ -310,16 +310,12 @@ def raise_descriptor_limit() -> int:
     limits, so this widens nothing for functions.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:  # e.g. a hard limit above fs.nr_open
-            logger.warning("could not raise the descriptor limit from %d to %d: %s",
-                           soft, target, exc)
-            return soft
-        return target
-    return soft
+    if hard in (soft, resource.RLIM_INFINITY):  # Linux caps it at fs.nr_open anyway
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        logger.warning("could not raise the descriptor limit from %d to %d: %s", soft, hard, exc)
 
 
 def announce_address(sock: socket.socket) -> None:

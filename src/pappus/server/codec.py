@@ -72,7 +72,6 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-
 def decode_base64(text: str, path: str) -> bytes:
     """Strict base64 → bytes; error names ``path``."""
     try:
